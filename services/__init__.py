@@ -1,0 +1,1 @@
+"""The four pipeline stages (ingest, detector, embedder, matcher) and the user-facing commands."""

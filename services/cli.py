@@ -1,0 +1,52 @@
+"""`facestream <command>`: one entry point, a subcommand per service and per user task.
+
+Each command lives in its own module and is imported only when called, so `facestream events` does
+not pay for importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from shared.config import ConfigError
+
+COMMANDS = {
+    # long-running services
+    "ingest": ("services.ingest.main", "read cameras (RTSP, HTTP, files, devices) and publish JPEG frames"),
+    "detector": ("services.detector.main", "detect, align and quality-gate faces in frames"),
+    "embedder": ("services.embedder.main", "embed aligned faces in micro-batches (GPU when present)"),
+    "matcher": ("services.matcher.main", "match embeddings to the Redis gallery, publish identity events"),
+    # user tasks
+    "gallery": ("services.gallery.main", "enroll, list and remove people"),
+    "recognize": ("services.recognize", "name every face in one image"),
+    "events": ("services.events", "print identity events as they arrive"),
+    "train": ("training.train", "train the Siamese network with contrastive loss"),
+    "eval": ("training.evaluate", "LFW / pairs verification benchmark; calibrates the threshold"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: facestream <command> [options]   (facestream <command> --help for its options)", ""]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"facestream: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(rest) or 0)
+    except ConfigError as e:
+        print(f"facestream {name}: configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code every facestream stage shares: message schemas, topics, the Kafka loop, config and metrics."""

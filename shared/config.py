@@ -1,0 +1,172 @@
+"""Typed configuration, declared once per service as a dataclass, read from flags and FACESTREAM_* variables.
+
+    @dataclass(frozen=True)
+    class DetectorConfig(StageConfig):
+        min_face_size: int = setting(40, "smallest face side kept, pixels", ge=8, le=2000)
+
+Precedence: command-line flag > environment variable (`FACESTREAM_MIN_FACE_SIZE`) > default. Every value
+is checked against its type and bounds; a bad value stops the service with a message that names the
+setting, where it came from, and what is allowed. Secrets can be given as `FACESTREAM_X_FILE=/path`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+
+class ConfigError(ValueError):
+    """A setting with a wrong type or out of bounds."""
+
+
+def setting(default: Any, help: str, *, ge: float | None = None, le: float | None = None,
+            choices: Sequence[Any] | None = None, flag: str | None = None, repeat: bool = False) -> Any:
+    """Declare one setting: its default, its documentation and its bounds, in one place."""
+    meta = {"help": help, "ge": ge, "le": le, "choices": tuple(choices) if choices else None, "flag": flag,
+            "repeat": repeat}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """What every facestream process reads."""
+    kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, host:port[,host:port]")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL of the gallery")
+    log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class StageConfig(BaseConfig):
+    """What every consumer-group stage reads on top of the base."""
+    group_id: str = setting("", "consumer group (default: facestream-<stage>)")
+    metrics_port: int = setting(0, "port of the /metrics, /healthz and /readyz endpoint (0: a free port)",
+                                ge=0, le=65535)
+    metrics_host: str = setting("0.0.0.0", "address the metrics endpoint binds")
+    max_batch_size: int = setting(16, "most input messages handled in one batch", ge=1, le=4096)
+    max_batch_wait_ms: int = setting(20, "longest wait to fill a batch once a first message is in, ms",
+                                     ge=0, le=10_000)
+    liveness_timeout_s: float = setting(60.0, "/healthz fails when the loop has not turned for this long",
+                                        ge=1, le=3600)
+    max_invalid_ratio: float = setting(0.5, "stop when more than this share of the last 1000 messages was "
+                                       "dead-lettered (a broken producer, not a bad message)", ge=0, le=1)
+
+
+def _env_name(name: str) -> str:
+    return "FACESTREAM_" + name.upper()
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of a field annotation such as `float | None` or `list[str]`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    if origin in (list, tuple):
+        return typing.get_args(tp)[0], False
+    return tp, False
+
+
+def _convert(name: str, raw: Any, tp: type, source: str) -> Any:
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            s = str(raw).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if tp is Path:
+            return Path(raw).expanduser()
+        return tp(raw)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{name} = {raw!r} (from {source}): not a valid {tp.__name__}: {e}") from None
+
+
+def _check(cls: type, name: str, val: Any, meta: Mapping, source: str) -> None:
+    if meta.get("choices") and val not in meta["choices"]:
+        raise ConfigError(f"{name} = {val!r} (from {source}): must be one of {', '.join(map(str, meta['choices']))}")
+    if isinstance(val, (int, float)) and not isinstance(val, bool):
+        if meta.get("ge") is not None and val < meta["ge"]:
+            raise ConfigError(f"{name} = {val} (from {source}): must be >= {meta['ge']}")
+        if meta.get("le") is not None and val > meta["le"]:
+            raise ConfigError(f"{name} = {val} (from {source}): must be <= {meta['le']}")
+
+
+def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per setting; defaults stay None so the environment can fill in."""
+    p = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip(),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_ = f"{meta.get('help', '')} [env {_env_name(f.name)}; default {default!r}]"
+        if meta.get("repeat"):
+            p.add_argument(flag, dest=f.name, action="append", default=None, help=help_)
+        elif _base_type(hints[f.name])[0] is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            p.add_argument(flag, dest=f.name, default=None, help=help_, metavar=f.name.upper())
+    return p
+
+
+def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+         prog: str = "facestream", parser: argparse.ArgumentParser | None = None) -> Any:
+    """Build `cls` from flags, then FACESTREAM_* variables, then defaults; raise ConfigError when invalid."""
+    env = os.environ if env is None else env
+    parser = parser or build_parser(cls, prog)
+    ns = parser.parse_args(list(argv or []))
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp, optional = _base_type(hints[f.name])
+        raw, source = getattr(ns, f.name, None), "flag --" + f.name.replace("_", "-")
+        if raw is None:
+            envname = _env_name(f.name)
+            if envname in env:
+                raw, source = env[envname], f"env {envname}"
+            elif envname + "_FILE" in env:  # secrets by reference, e.g. a mounted Kubernetes Secret
+                path = Path(env[envname + "_FILE"])
+                try:
+                    raw, source = path.read_text().strip(), f"file {path}"
+                except OSError as e:
+                    raise ConfigError(f"{f.name}: cannot read {envname}_FILE={path}: {e.strerror}") from None
+        if raw is None:
+            continue
+        if f.metadata.get("repeat"):
+            items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s.strip()]
+            val = [_convert(f.name, s, tp, source) for s in items]
+            for v in val:
+                _check(cls, f.name, v, f.metadata, source)
+        elif optional and str(raw).strip().lower() in ("", "none", "null"):
+            val = None
+        else:
+            val = _convert(f.name, raw, tp, source)
+            _check(cls, f.name, val, f.metadata, source)
+        values[f.name] = val
+    cfg = cls(**values)
+    validate = getattr(cfg, "validate", None)
+    if validate:
+        validate()
+    return cfg
+
+
+def describe(cfg: Any) -> str:
+    """One line per setting, secrets masked: logged at start so an operator sees what a process runs with."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if any(s in f.name for s in ("password", "secret", "token")) or (f.name == "redis_url" and "@" in str(v)):
+            v = "***"
+        out.append(f"{f.name}={v}")
+    return " ".join(out)

@@ -1,0 +1,252 @@
+"""The one loop that runs every consuming stage: poll -> decode -> process -> produce -> commit.
+
+Delivery is at-least-once. Offsets are committed only after the broker acknowledged every output of
+the batch (auto-commit is off), so a worker killed anywhere in the loop loses nothing: its partitions
+go to another member, which reads again from the last commit. A message that cannot be decoded, or
+that the stage rejects as invalid (`InvalidMessage`), goes to the dead-letter topic with the reason and
+where it came from, and its offset is committed with the rest. Any other exception is a fault of the
+process or its dependencies (broker, Redis, GPU): the loop stops without committing, the process exits
+non-zero and the orchestrator restarts it. SIGTERM and SIGINT finish the batch in hand, commit it, and
+leave the group cleanly.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+
+from shared import metrics, topics
+from shared.schemas import SchemaError, dead_letter
+
+log = logging.getLogger(__name__)
+In = TypeVar("In")
+
+
+class InvalidMessage(Exception):
+    """Raised by a stage for an input it can never process (a corrupt JPEG, say): dead-letter it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Stage(Generic[In]):
+    """What a stage is to the loop: its input, how to decode it, and its pure batch function.
+
+    `process(batch)` returns exactly one list of outputs per input, in order (an empty list for an input
+    that yields nothing). It never touches Kafka.
+    """
+    name: str
+    input_topic: str
+    decode: Callable[[bytes], In]
+    process: Callable[[list[In]], list[list[Output]]]
+
+
+def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
+    conf = dict(bootstrap_servers=bootstrap, client_id=client_id, acks="all", linger_ms=5,
+                retries=5, request_timeout_ms=30_000, max_block_ms=30_000)
+    conf.update(overrides)
+    return KafkaProducer(**conf)
+
+
+def make_consumer(bootstrap: str, group_id: str, client_id: str, **overrides: Any) -> KafkaConsumer:
+    conf = dict(bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                session_timeout_ms=10_000, heartbeat_interval_ms=3_000, max_poll_interval_ms=300_000)
+    conf.update(overrides)
+    return KafkaConsumer(**conf)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by a test); the loop checks it between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self, *_: Any) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def install(self) -> "StopFlag":
+        signal.signal(signal.SIGTERM, self.set)
+        signal.signal(signal.SIGINT, self.set)
+        return self
+
+
+class _Assignment(ConsumerRebalanceListener):
+    def __init__(self, stage: str, health: metrics.Health):
+        self.stage, self.health = stage, health
+
+    def on_partitions_revoked(self, revoked):
+        log.info("%s: partitions revoked: %s", self.stage, sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned):
+        log.info("%s: partitions assigned: %s", self.stage, sorted(tp.partition for tp in assigned))
+        metrics.ASSIGNED_PARTITIONS.labels(self.stage).set(len(assigned))
+        self.health.ready = True
+
+
+class _InvalidRatio:
+    """arroyo's DlqLimit: a burst of invalid messages means a broken producer, not bad luck; stop then."""
+
+    def __init__(self, max_ratio: float, window: int = 1000, min_seen: int = 100):
+        self.max_ratio, self.min_seen = max_ratio, min_seen
+        self.outcomes: collections.deque[bool] = collections.deque(maxlen=window)
+
+    def add(self, invalid: bool) -> None:
+        self.outcomes.append(invalid)
+        n = len(self.outcomes)
+        if self.max_ratio < 1 and n >= self.min_seen and sum(self.outcomes) / n > self.max_ratio:
+            raise RuntimeError(f"{sum(self.outcomes)} of the last {n} messages were invalid "
+                               f"(more than {self.max_ratio:.0%}): stopping instead of dead-lettering a whole topic")
+
+
+def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int, idle_ms: int = 200) -> list:
+    """Up to `max_size` records: wait up to `idle_ms` for a first one, then `max_wait_ms` to fill the batch."""
+    out: list = []
+    deadline = None
+    while len(out) < max_size:
+        if deadline is None:
+            timeout = idle_ms
+        else:
+            timeout = int((deadline - time.monotonic()) * 1000)
+            if timeout <= 0:
+                break
+        got = consumer.poll(timeout_ms=timeout, max_records=max_size - len(out))
+        for recs in got.values():
+            out.extend(recs)
+        if not out:
+            return out
+        if deadline is None:
+            deadline = time.monotonic() + max_wait_ms / 1000
+    return out
+
+
+def _process_isolating(stage: Stage, items: list, records: list) -> tuple[list[list[Output] | None], list[str]]:
+    """Run the batch; if the stage rejects it as invalid, retry item by item so one bad input costs one message."""
+    try:
+        results = stage.process(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"{stage.name}.process returned {len(results)} results for {len(items)} inputs")
+        return list(results), [""] * len(items)
+    except InvalidMessage:
+        if len(items) == 1:
+            raise
+    results, reasons = [], []
+    for item in items:
+        try:
+            (r,) = stage.process([item])
+            results.append(r)
+            reasons.append("")
+        except InvalidMessage as e:
+            results.append(None)
+            reasons.append(f"invalid: {e}")
+    return results, reasons
+
+
+def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *, max_batch_size: int,
+              max_batch_wait_ms: int, health: metrics.Health, stop: StopFlag | None = None,
+              max_invalid_ratio: float = 0.5, max_batches: int | None = None) -> int:
+    """Run until `stop` is set (or `max_batches` batches, for tests); return the number of inputs handled."""
+    stop = stop or StopFlag()
+    consumer.subscribe([stage.input_topic], listener=_Assignment(stage.name, health))
+    invalid = _InvalidRatio(max_invalid_ratio)
+    handled, batches, last_lag = 0, 0, 0.0
+    while not stop and (max_batches is None or batches < max_batches):
+        records = poll_batch(consumer, max_batch_size, max_batch_wait_ms)
+        health.beat()
+        if not records:
+            continue
+        batches += 1
+        metrics.MESSAGES_IN.labels(stage.name, stage.input_topic).inc(len(records))
+
+        # decode: undecodable messages go to the dead-letter topic, the rest to the stage
+        items, item_records, outputs = [], [], []
+        for rec in records:
+            try:
+                items.append(stage.decode(rec.value))
+                item_records.append(rec)
+            except SchemaError as e:
+                outputs.append(_dlq(stage.name, rec, f"schema: {e}"))
+                invalid.add(True)
+
+        if items:
+            t0 = time.perf_counter()
+            results, reasons = _process_isolating(stage, items, item_records)
+            metrics.PROCESS_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
+            metrics.BATCH_SIZE.labels(stage.name).observe(len(items))
+            for rec, res, reason in zip(item_records, results, reasons):
+                if res is None:
+                    outputs.append(_dlq(stage.name, rec, reason))
+                    invalid.add(True)
+                else:
+                    outputs.extend(res)
+                    invalid.add(False)
+
+        # produce, wait for every acknowledgement, and only then commit
+        futures = [(o.topic, producer.send(o.topic, key=o.key, value=o.value)) for o in outputs]
+        producer.flush()
+        for topic, fut in futures:
+            fut.get(timeout=30)  # raises if the broker refused: no commit, the batch is read again
+            metrics.MESSAGES_OUT.labels(stage.name, topic).inc()
+        _commit(consumer, records, stage.name)
+        handled += len(records)
+        if time.monotonic() - last_lag > 5:
+            _report_lag(consumer, stage.name)
+            last_lag = time.monotonic()
+    # graceful stop: the last batch was committed above; leave the group so partitions move at once
+    return handled
+
+
+def _dlq(stage: str, rec: Any, reason: str) -> Output:
+    metrics.DEAD_LETTERED.labels(stage, reason.split(":")[0]).inc()
+    log.warning("%s: dead-lettering %s[%d]@%d: %s", stage, rec.topic, rec.partition, rec.offset, reason)
+    return Output(topics.DEAD_LETTER.name, rec.key,
+                  dead_letter(reason, stage, rec.topic, rec.partition, rec.offset, rec.key, rec.value, time.time()))
+
+
+def _commit(consumer: KafkaConsumer, records: Sequence, stage: str) -> None:
+    offsets: dict[TopicPartition, int] = {}
+    for rec in records:
+        tp = TopicPartition(rec.topic, rec.partition)
+        offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+    try:
+        consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        metrics.COMMITS.labels(stage).inc()
+    except CommitFailedError as e:
+        # The group rebalanced while we worked: the new owner reads these again (duplicates, never loss).
+        log.warning("%s: commit failed after a rebalance, outputs will be reprocessed: %s", stage, e)
+
+
+def _report_lag(consumer: KafkaConsumer, stage: str) -> None:
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            pos = consumer.position(tp, timeout_ms=1000)
+        except Exception:  # position unknown right after an assignment
+            continue
+        if pos is not None:
+            metrics.CONSUMER_LAG.labels(stage, tp.topic, str(tp.partition)).set(max(0, high - pos))
+
+
+def close(consumer: KafkaConsumer, producer: KafkaProducer) -> None:
+    producer.flush()
+    producer.close(timeout=10)
+    consumer.close(autocommit=False)

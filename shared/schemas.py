@@ -1,0 +1,231 @@
+"""One versioned schema per topic; decoding validates and raises `SchemaError` alone.
+
+frames, faces and embeddings travel as msgpack maps with binary payloads as bytes (JPEG for images,
+little-endian float32 for vectors). identity-events travel as JSON because other programs subscribe to
+them; their language-neutral schema is `shared/schemas/identity-event.v1.json`.
+Each map carries `v` (schema version); a decoder accepts the versions it knows and rejects the rest.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+
+class SchemaError(ValueError):
+    """A message that cannot be decoded into its topic's schema (goes to the dead-letter topic)."""
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _unpack(raw: bytes, kind: str, versions: tuple[int, ...]) -> dict:
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise SchemaError(f"{kind}: expected bytes, got {type(raw).__name__}")
+    try:
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise SchemaError(f"{kind}: not msgpack ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{kind}: expected a map, got {type(obj).__name__}")
+    if obj.get("v") not in versions:
+        raise SchemaError(f"{kind}: unknown schema version {obj.get('v')!r} (known: {versions})")
+    return obj
+
+
+def _get(obj: dict, key: str, typ: type | tuple[type, ...], kind: str) -> Any:
+    if key not in obj:
+        raise SchemaError(f"{kind}: missing field {key!r}")
+    val = obj[key]
+    if typ is float and isinstance(val, int) and not isinstance(val, bool):
+        val = float(val)
+    if not isinstance(val, typ) or isinstance(val, bool) and typ is not bool:
+        raise SchemaError(f"{kind}: field {key!r} has type {type(val).__name__}")
+    if isinstance(val, float) and not math.isfinite(val):
+        raise SchemaError(f"{kind}: field {key!r} is not finite")
+    return val
+
+
+def _floats(obj: dict, key: str, n: int, kind: str) -> tuple[float, ...]:
+    val = _get(obj, key, (list, tuple), kind)
+    if len(val) != n or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in val):
+        raise SchemaError(f"{kind}: field {key!r} must be {n} finite numbers")
+    return tuple(float(x) for x in val)
+
+
+# --- frames/v1 -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One camera frame as ingest captured it."""
+    camera_id: str
+    seq: int  # per camera, from 0, no gaps: lets every frame be accounted for downstream
+    capture_ts: float  # wall-clock seconds since the epoch when the frame was read
+    width: int
+    height: int
+    jpeg: bytes
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
+                              "width": self.width, "height": self.height, "jpeg": self.jpeg})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "Frame":
+        o = _unpack(raw, "frames", (1,))
+        f = cls(_get(o, "camera_id", str, "frames"), _get(o, "seq", int, "frames"),
+                _get(o, "capture_ts", float, "frames"), _get(o, "width", int, "frames"),
+                _get(o, "height", int, "frames"), _get(o, "jpeg", bytes, "frames"))
+        if not f.camera_id or f.seq < 0 or f.width <= 0 or f.height <= 0 or not f.jpeg.startswith(b"\xff\xd8"):
+            raise SchemaError("frames: empty camera_id, negative seq, bad size, or payload is not a JPEG")
+        return f
+
+
+# --- faces/v1 --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DetectedFace:
+    """One face the detector kept: where it is, how sure, and its aligned crop."""
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    prob: float
+    landmarks: tuple[float, ...]  # 10 numbers: (x, y) of left eye, right eye, nose, mouth left, mouth right
+    crop_jpeg: bytes  # aligned crop at the embedder's input size
+    face_size: float  # shorter side of the box, pixels
+    blur: float  # variance of the Laplacian of the crop; low means blurry
+
+    def to_map(self) -> dict:
+        return {"bbox": list(self.bbox), "prob": self.prob, "landmarks": list(self.landmarks),
+                "crop": self.crop_jpeg, "face_size": self.face_size, "blur": self.blur}
+
+    @classmethod
+    def from_map(cls, o: Any, kind: str) -> "DetectedFace":
+        if not isinstance(o, dict):
+            raise SchemaError(f"{kind}: a face must be a map")
+        return cls(_floats(o, "bbox", 4, kind), _get(o, "prob", float, kind), _floats(o, "landmarks", 10, kind),
+                   _get(o, "crop", bytes, kind), _get(o, "face_size", float, kind), _get(o, "blur", float, kind))
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFaces:
+    """Every face kept from one frame (possibly none: the frame is still accounted for)."""
+    camera_id: str
+    seq: int
+    capture_ts: float
+    width: int
+    height: int
+    faces: tuple[DetectedFace, ...]
+    detect_ts: float = 0.0
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
+                              "width": self.width, "height": self.height, "detect_ts": self.detect_ts,
+                              "faces": [f.to_map() for f in self.faces]})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "FrameFaces":
+        k = "faces"
+        o = _unpack(raw, k, (1,))
+        faces = tuple(DetectedFace.from_map(f, k) for f in _get(o, "faces", list, k))
+        return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
+                   _get(o, "width", int, k), _get(o, "height", int, k), faces, _get(o, "detect_ts", float, k))
+
+
+# --- embeddings/v1 ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EmbeddedFace:
+    bbox: tuple[float, float, float, float]
+    prob: float
+    embedding: np.ndarray  # float32, L2-normalized, shape (dim,)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameEmbeddings:
+    camera_id: str
+    seq: int
+    capture_ts: float
+    width: int
+    height: int
+    model_version: str
+    faces: tuple[EmbeddedFace, ...]
+    VERSION = 1
+
+    def encode(self) -> bytes:
+        faces = [{"bbox": list(f.bbox), "prob": f.prob,
+                  "embedding": np.asarray(f.embedding, dtype="<f4").tobytes()} for f in self.faces]
+        return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
+                              "width": self.width, "height": self.height, "model_version": self.model_version,
+                              "faces": faces})
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "FrameEmbeddings":
+        k = "embeddings"
+        o = _unpack(raw, k, (1,))
+        faces = []
+        for f in _get(o, "faces", list, k):
+            if not isinstance(f, dict):
+                raise SchemaError(f"{k}: a face must be a map")
+            blob = _get(f, "embedding", bytes, k)
+            if len(blob) == 0 or len(blob) % 4:
+                raise SchemaError(f"{k}: embedding of {len(blob)} bytes is not a float32 vector")
+            vec = np.frombuffer(blob, dtype="<f4")
+            if not np.all(np.isfinite(vec)):
+                raise SchemaError(f"{k}: embedding holds NaN or infinity")
+            faces.append(EmbeddedFace(_floats(f, "bbox", 4, k), _get(f, "prob", float, k), vec))
+        return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
+                   _get(o, "width", int, k), _get(o, "height", int, k), _get(o, "model_version", str, k),
+                   tuple(faces))
+
+
+# --- identity-events/v1 (JSON) ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class IdentityEvent:
+    """Published once per track when it is identified, or confirmed unknown (identity None)."""
+    event_id: str
+    camera_id: str
+    track_id: str
+    identity: str | None
+    score: float  # cosine similarity of the track's vote winner, in [-1, 1]
+    threshold: float
+    first_seen: float  # capture time of the track's first face, epoch seconds
+    last_seen: float
+    bbox: tuple[float, float, float, float]  # last box, frame pixels
+    model_version: str
+    faces: int = 0  # faces the decision rests on
+    event_ts: float = 0.0  # when the matcher published it
+    schema: str = field(default="identity-event/v1")
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d["bbox"] = [round(x, 1) for x in self.bbox]
+        return json.dumps(d, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "IdentityEvent":
+        k = "identity-events"
+        try:
+            o = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SchemaError(f"{k}: not JSON ({e})") from None
+        if not isinstance(o, dict) or o.get("schema") != "identity-event/v1":
+            raise SchemaError(f"{k}: not an identity-event/v1 object")
+        ident = o.get("identity")
+        if ident is not None and not isinstance(ident, str):
+            raise SchemaError(f"{k}: identity must be a string or null")
+        return cls(_get(o, "event_id", str, k), _get(o, "camera_id", str, k), _get(o, "track_id", str, k), ident,
+                   _get(o, "score", float, k), _get(o, "threshold", float, k), _get(o, "first_seen", float, k),
+                   _get(o, "last_seen", float, k), _floats(o, "bbox", 4, k), _get(o, "model_version", str, k),
+                   _get(o, "faces", int, k), _get(o, "event_ts", float, k))
+
+
+# --- dead-letter (JSON) ----------------------------------------------------------------------------
+def dead_letter(reason: str, stage: str, topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None, ts: float) -> bytes:
+    """A dead-letter record: why, where from, and the original bytes (base64) so nothing is lost."""
+    import base64
+
+    return json.dumps({
+        "schema": "dead-letter/v1", "reason": reason, "stage": stage, "topic": topic, "partition": partition,
+        "offset": offset, "key": key.decode("utf-8", "replace") if key else None,
+        "value_b64": base64.b64encode(value or b"").decode(), "ts": ts,
+    }).encode()
