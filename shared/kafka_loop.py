@@ -163,7 +163,7 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
               max_batch_wait_ms: int, health: metrics.Health, stop: StopFlag | None = None,
               max_invalid_ratio: float = 0.5, max_batches: int | None = None) -> int:
     """Run until `stop` is set (or `max_batches` batches, for tests); return the number of inputs handled."""
-    stop = stop or StopFlag()
+    stop = StopFlag() if stop is None else stop  # (not `or`: an unset flag is falsy)
     consumer.subscribe([stage.input_topic], listener=_Assignment(stage.name, health))
     invalid = _InvalidRatio(max_invalid_ratio)
     handled, batches, last_lag = 0, 0, 0.0

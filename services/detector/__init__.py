@@ -1,0 +1,1 @@
+"""The detector stage: MTCNN, alignment to the embedder's template, quality gates."""

@@ -1,0 +1,111 @@
+"""Face detection (MTCNN) and alignment into typed `Face` records; no Kafka, no quality gating.
+
+facenet-pytorch's MTCNN ships its three small networks inside the wheel, so detection works offline.
+Gating (minimum size, blur, probability) is the detector stage's decision, not this module's: evaluation
+and enrollment want every face with its measurements, and choose for themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from services.detector.align import DLIB_150, AlignTemplate, align
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One detected face in one image."""
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
+    prob: float                             # MTCNN's face probability
+    landmarks: np.ndarray                   # (5, 2) float32: left eye, right eye, nose, mouth left, mouth right
+    crop: np.ndarray                        # (S, S, 3) uint8 RGB, aligned to the detector's template
+    face_size: float                        # shorter side of the box, pixels
+    blur: float                             # variance of the Laplacian of the grey crop: low means blurred
+
+    @property
+    def center(self) -> tuple[float, float]:
+        x1, y1, x2, y2 = self.box
+        return (x1 + x2) / 2.0, (y1 + y2) / 2.0
+
+
+def blur_score(crop: np.ndarray) -> float:
+    """Variance of the Laplacian of the greyscale crop (Pech-Pacheco et al. 2000): a sharpness measure that
+    is comparable between crops because they all share the template's size."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+class FaceDetector:
+    """MTCNN + alignment to `template`: `detect(rgb) -> list[Face]`, highest probability first."""
+
+    def __init__(self, template: AlignTemplate = DLIB_150, min_face_size: int = 40,
+                 thresholds: Sequence[float] = (0.6, 0.7, 0.7), device: str = "cpu"):
+        from facenet_pytorch import MTCNN  # imported here: torch is heavy and only detection needs it
+
+        self.template = template
+        self.min_face_size = int(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.device = device
+        self._mtcnn = MTCNN(keep_all=True, min_face_size=self.min_face_size, thresholds=list(self.thresholds),
+                            post_process=False, device=device)
+
+    def settings_key(self) -> str:
+        """A short string naming everything that changes the crops this detector makes (for caches)."""
+        t = self.template
+        pts = ",".join(f"{v:.2f}" for v in t.points.ravel())
+        return f"mtcnn-min{self.min_face_size}-th{'_'.join(f'{x:g}' for x in self.thresholds)}-{t.name}-{t.size}-{pts}"
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Every face MTCNN finds in an HxWx3 uint8 RGB image, aligned; an empty list when there is none."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        boxes, probs, points = self._mtcnn.detect(np.ascontiguousarray(rgb), landmarks=True)
+        if boxes is None or len(boxes) == 0:
+            return []
+        # detect() hands back object arrays: cast before any arithmetic.
+        boxes = np.asarray(boxes).astype(np.float32).reshape(-1, 4)
+        probs = np.asarray(probs).astype(np.float32).reshape(-1)
+        points = np.asarray(points).astype(np.float32).reshape(-1, 5, 2)
+        faces = []
+        for box, prob, pts in zip(boxes, probs, points):
+            crop = align(rgb, pts, self.template)
+            x1, y1, x2, y2 = (float(v) for v in box)
+            faces.append(Face(box=(x1, y1, x2, y2), prob=float(prob), landmarks=pts, crop=crop,
+                              face_size=min(x2 - x1, y2 - y1), blur=blur_score(crop)))
+        return faces
+
+
+PickRule = Literal["largest", "center", "only"]
+
+
+def pick_face(faces: Sequence[Face], image_shape: tuple[int, ...], rule: PickRule = "largest") -> Face | None:
+    """The one face a single-person task should use, or None.
+
+    'largest': the biggest box (enrollment photos, generic pair sets); 'center': the box whose centre is
+    nearest the image's centre (LFW: deep-funneled images are centred on the labelled person, and 1,176 of
+    its pair images hold other faces too); 'only': the face when there is exactly one, else None.
+    """
+    if not faces:
+        return None
+    if rule == "only":
+        return faces[0] if len(faces) == 1 else None
+    if rule == "largest":
+        return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    if rule == "center":
+        cy, cx = image_shape[0] / 2.0, image_shape[1] / 2.0
+        return min(faces, key=lambda f: (f.center[0] - cx) ** 2 + (f.center[1] - cy) ** 2)
+    raise ValueError(f"unknown rule {rule!r}: use 'largest', 'center' or 'only'")
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB: greyscale, palette and 32-bit RGBA files included, EXIF rotation
+    applied (phone photos are often stored sideways)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()

@@ -1,0 +1,98 @@
+"""Fixtures shared by every test tier.
+
+Integration fixtures connect to the real Kafka broker and Redis server that `make test` starts
+(`scripts/stack.py up`). A test that needs one and finds none FAILS with the reason: it never skips.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("FACESTREAM_DATA", ROOT.parent / "shared" / "data")).resolve()
+KAFKA = os.environ.get("FACESTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:" + os.environ.get("FACESTREAM_KAFKA_PORT", "9092"))
+REDIS = os.environ.get("FACESTREAM_REDIS_URL",
+                       "redis://127.0.0.1:" + os.environ.get("FACESTREAM_REDIS_PORT", "6379") + "/0")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "README.md").exists():
+        pytest.fail(f"face data not found at {DATA}: set FACESTREAM_DATA to ../shared/data")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    from kafka import KafkaAdminClient
+
+    try:
+        KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=5000).close()
+    except Exception as e:
+        pytest.fail(f"no Kafka broker at {KAFKA} ({type(e).__name__}: {e}); run the suite with `make test`")
+    return KAFKA
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS).ping()
+    except Exception as e:
+        pytest.fail(f"no Redis server at {REDIS} ({type(e).__name__}: {e}); run the suite with `make test`")
+    return REDIS
+
+
+@pytest.fixture
+def make_topic(kafka_bootstrap):
+    """Create uniquely named topics for one test (isolation from other tests and earlier runs)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    created: list[str] = []
+
+    def make(prefix: str = "test", partitions: int = 1) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        admin.create_topics([NewTopic(name, partitions, 1)])
+        created.append(name)
+        return name
+
+    yield make
+    try:
+        admin.delete_topics(created)
+    finally:
+        admin.close()
+
+
+def consume_all(bootstrap: str, topic: str, *, group_id: str | None = None, expect: int | None = None,
+                timeout_s: float = 20.0, commit: bool = False) -> list:
+    """Read a topic from its start (or a group's committed offsets) until `expect` records or a quiet timeout."""
+    import time
+
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group_id, auto_offset_reset="earliest",
+                      enable_auto_commit=False)
+    out: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and (expect is None or len(out) < expect):
+            for recs in c.poll(timeout_ms=500).values():
+                out.extend(recs)
+            if expect is None and out and time.monotonic() > deadline - timeout_s + 3:
+                # without a target count, stop once a few seconds passed and nothing more arrives
+                more = c.poll(timeout_ms=1500)
+                if not more:
+                    break
+                for recs in more.values():
+                    out.extend(recs)
+        if commit and group_id:
+            c.commit()
+    finally:
+        c.close()
+    return out

@@ -1,0 +1,85 @@
+"""MTCNN + alignment on real photos, and the rules that pick one face."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.detector.align import DLIB_150
+from services.detector.faces import Face, FaceDetector, load_rgb, pick_face
+
+DATA = Path(os.environ.get("FACESTREAM_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+EXAMPLES = DATA / "face_recognition_examples"
+GROUPS = DATA / "faceapi_bbt" / "group_photos"
+
+
+@pytest.fixture(scope="module")
+def detector():
+    import torch
+    torch.set_num_threads(2)
+    return FaceDetector(DLIB_150)
+
+
+def _check_face(f: Face, shape):
+    assert f.crop.shape == (150, 150, 3) and f.crop.dtype == np.uint8
+    assert f.landmarks.shape == (5, 2) and f.landmarks.dtype == np.float32
+    x1, y1, x2, y2 = f.box
+    assert 0 <= x1 < x2 <= shape[1] + 5 and 0 <= y1 < y2 <= shape[0] + 5
+    assert f.face_size == pytest.approx(min(x2 - x1, y2 - y1))
+    assert 0.0 < f.prob <= 1.0 and f.blur > 0
+
+
+def test_one_face_photo_gives_one_aligned_face(detector):
+    img = load_rgb(EXAMPLES / "tests" / "test_images" / "obama.jpg")
+    faces = detector.detect(img)
+    assert len(faces) == 1
+    f = faces[0]
+    _check_face(f, img.shape)
+    assert f.prob > 0.99 and f.face_size > 150
+    le, re, nose, ml, mr = f.landmarks
+    assert le[0] < nose[0] < re[0] and ml[0] < mr[0]   # MTCNN order: the subject's left eye is image-left
+    assert max(le[1], re[1]) < nose[1] < min(ml[1], mr[1])
+    # A bright, in-focus face fills the crop: no black border from warping outside the image.
+    assert f.crop[70:80, 70:80].mean() > 40
+
+
+def test_group_photo_gives_several_faces(detector):
+    img = load_rgb(GROUPS / "bbt4.jpg")
+    faces = detector.detect(img)
+    assert len(faces) >= 4
+    for f in faces:
+        _check_face(f, img.shape)
+    boxes = np.array([f.box for f in faces])
+    assert len(np.unique(np.round(boxes[:, 0] / 20))) >= 4  # different people, not one face found twice
+
+
+def test_no_face_gives_an_empty_list(detector):
+    assert detector.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_rejects_non_uint8_rgb(detector):
+    with pytest.raises(ValueError):
+        detector.detect(np.zeros((100, 100, 4), np.uint8))
+
+
+def test_32bit_png_loads_as_rgb():
+    img = load_rgb(EXAMPLES / "tests" / "test_images" / "32bit.png")
+    assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+
+
+def _face(x1, y1, x2, y2):
+    return Face(box=(x1, y1, x2, y2), prob=0.99, landmarks=np.zeros((5, 2), np.float32),
+                crop=np.zeros((2, 2, 3), np.uint8), face_size=min(x2 - x1, y2 - y1), blur=1.0)
+
+
+def test_pick_face_rules():
+    big_corner = _face(0, 0, 100, 100)
+    small_centre = _face(110, 110, 140, 140)  # centre (125, 125) = the centre of a 250x250 image
+    faces = [big_corner, small_centre]
+    assert pick_face(faces, (250, 250, 3), "largest") is big_corner
+    assert pick_face(faces, (250, 250, 3), "center") is small_centre
+    assert pick_face(faces, (250, 250, 3), "only") is None
+    assert pick_face([small_centre], (250, 250, 3), "only") is small_centre
+    assert pick_face([], (250, 250, 3), "largest") is None
+    with pytest.raises(ValueError):
+        pick_face(faces, (250, 250, 3), "first")

@@ -1,0 +1,1 @@
+"""Training and evaluation of the Siamese network (contrastive loss) and the LFW benchmark."""

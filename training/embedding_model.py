@@ -1,0 +1,105 @@
+"""`EmbeddingModel`: aligned crops in, unit-length descriptors out. The embedder service and the gallery
+call exactly this, so that enrollment and recognition can never embed differently.
+
+    model = EmbeddingModel.load()                 # models/facestream.pt or $FACESTREAM_MODEL
+    vecs = model.embed(crops)                     # (N, S, S, 3) uint8 RGB -> (N, D) float32, L2 = 1
+    same = float(vecs[0] @ vecs[1]) >= model.threshold
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from services.detector.align import AlignTemplate
+from training import checkpoint
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def _normalize(crops: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW, (pixel - mean) / std per channel, as the checkpoint's `input_norm` says.
+    The permuted view is already channels-last in memory, which is the layout the network runs in."""
+    m = torch.tensor(mean, dtype=torch.float32)
+    s = torch.tensor(std, dtype=torch.float32)
+    return ((crops.float() - m) / s).permute(0, 3, 1, 2)
+
+
+@dataclass
+class EmbeddingModel:
+    """A checkpoint's network, ready for inference."""
+    net: nn.Module
+    arch: str
+    model_version: str
+    input_size: int
+    template: AlignTemplate
+    embedding_dim: int
+    threshold: float | None       # cosine similarity at or above which two faces are the same person
+    flip_average: bool
+    device: torch.device
+    half: bool
+    input_mean: tuple[float, float, float]
+    input_std: tuple[float, float, float]
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "auto", half: bool | None = None,
+             flip_average: bool | None = None) -> "EmbeddingModel":
+        """Load a checkpoint (default `checkpoint.default_path()`); half precision defaults to on for CUDA.
+        `flip_average` overrides the checkpoint's setting (eval's --flip/--no-flip)."""
+        path = Path(path) if path is not None else checkpoint.default_path()
+        ckpt = checkpoint.load(path)
+        dev = _pick_device(device)
+        half = (dev.type == "cuda") if half is None else bool(half)
+        if half and dev.type != "cuda":
+            raise ValueError("half precision is for CUDA; float16 convolutions on the CPU are slow")
+        net = checkpoint.build_model(ckpt).to(dev)
+        # channels-last is faster for these convs on both the CPU (220 vs 174 faces/s) and tensor cores.
+        net = net.to(memory_format=torch.channels_last)
+        if half:
+            net = net.half()
+        thr = ckpt.get("threshold") or None
+        norm = checkpoint.input_norm(ckpt)
+        return cls(net=net, arch=ckpt["arch"], model_version=ckpt["model_version"],
+                   input_size=int(ckpt["input_size"]), template=checkpoint.template_of(ckpt),
+                   embedding_dim=int(ckpt["embedding_dim"]),
+                   threshold=float(thr["cosine"]) if thr else None,
+                   flip_average=bool(ckpt["flip_average"]) if flip_average is None else bool(flip_average),
+                   device=dev, half=half, input_mean=tuple(norm["mean"]), input_std=tuple(norm["std"]),
+                   path=path)
+
+    @torch.inference_mode()
+    def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB crops aligned to `self.template` -> (N, D) float32, each of length 1.
+        With flip averaging, each face's raw descriptor is averaged with that of its mirror image before
+        normalizing (about +0.4 points on LFW for twice the compute)."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, self.embedding_dim), np.float32)
+        if crops.shape[1:] != (self.input_size, self.input_size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3) uint8 crops, "
+                             f"got {crops.shape} {crops.dtype}")
+        out = []
+        for i in range(0, n, batch_size):
+            x = _normalize(torch.from_numpy(np.ascontiguousarray(crops[i:i + batch_size])),
+                           self.input_mean, self.input_std)
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            if self.half:
+                x = x.half()
+            d = self.net(x).float()
+            if self.flip_average:
+                d = (d + self.net(torch.flip(x, dims=[3])).float()) / 2
+            out.append(torch.nn.functional.normalize(d, dim=1).cpu())
+        return torch.cat(out).numpy().astype(np.float32, copy=False)

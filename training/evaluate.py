@@ -1,0 +1,241 @@
+"""`facestream eval`: face verification benchmark of a checkpoint, and calibration of the matcher's threshold.
+
+    facestream eval                                   # LFW View 2 (pairs.txt), the default model
+    facestream eval --model models/faceapi_resnet128.pt --no-flip --json out/eval/x.json
+    facestream eval --pairs my_pairs.tsv --images-root /data/photos --format tsv
+    facestream eval --calibrate-far 1e-3 --write-threshold     # store the cosine threshold in the checkpoint
+
+Faces are found and aligned exactly as in the pipeline (MTCNN + the checkpoint's template); LFW takes the
+face nearest the image centre, other sets the largest. A pair where either image has no face found is
+scored as "different" (similarity -2, below any cosine): it counts as an error when it is a same pair.
+Pairs of people the checkpoint trained on are left out and listed in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from training import checkpoint, lfw, pair_metrics
+
+NO_FACE_SCORE = -2.0
+DEFAULT_OUT = checkpoint.REPO_ROOT / "out" / "eval"
+
+
+def trained_on(ckpt: dict) -> tuple[set[str], int | None]:
+    """(people the checkpoint trained on, LFW fold it was held out for or None), from its `train` metadata."""
+    train = ckpt.get("train") or {}
+    fold = train.get("lfw_fold")
+    return set(train.get("trained_people") or []), (None if fold is None else int(fold))
+
+
+def disjoint_filter(pairs: list[lfw.Pair], people: set[str], lfw_fold: int | None, is_lfw: bool
+                    ) -> tuple[np.ndarray, list[int] | None, dict]:
+    """Which pairs a model may be scored on: (keep mask, folds to report or None for all, report note).
+    A model trained with `lfw_fold=k` learnt from the people of every other fold: only fold k is reported,
+    its threshold chosen on the other folds' pairs as View 2's protocol allows for training data."""
+    keep = np.array([p.person1 not in people and p.person2 not in people for p in pairs], bool)
+    hit = sorted({n for p in pairs for n in (p.person1, p.person2) if n in people})
+    test_folds = [lfw_fold] if (lfw_fold is not None and is_lfw) else None
+    note = {"trained_people_count": len(people), "trained_people": sorted(people), "lfw_fold": lfw_fold,
+            "excluded_pairs": int((~keep).sum()), "excluded_people": hit,
+            "scored_folds": "all" if test_folds is None else test_folds}
+    return keep, test_folds, note
+
+
+def summarize(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, test_folds: list[int] | None,
+              far: float) -> dict:
+    """The protocol's figures: per-fold accuracy (threshold from the other folds), mean and std, AUC and
+    TAR at `far` over all the pairs scored (pooled: one fold has too few different pairs for FAR 1e-3)."""
+    fr = pair_metrics.kfold_accuracy(scores, same, folds, test_folds)
+    accs = np.array([f.accuracy for f in fr])
+    pool = np.isin(folds, [f.fold for f in fr])
+    t, tar, got_far = pair_metrics.threshold_at_far(scores[pool], same[pool], far)
+    return {"accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std()),
+            "folds": [vars(f) for f in fr], "auc": pair_metrics.roc_auc(scores[pool], same[pool]),
+            "tar_at_far": {"far": far, "tar": tar, "threshold": t, "far_achieved": got_far,
+                           "n_different_pairs": int((~same[pool]).sum())},
+            "n_pairs_scored": int(pool.sum())}
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """TAR against FAR (log scale) for one or more models."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (far, tar) in curves.items():
+        ax.step(np.maximum(far, 1e-5), tar, where="post", label=name)
+    ax.axvline(1e-3, color="grey", lw=0.8, ls=":")
+    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0.5, 1.001), xlabel="false accept rate",
+           ylabel="true accept rate", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def load_pair_set(pairs_file: str | None, images_root: str | None, fmt: str) -> tuple[list, Path, str, str]:
+    """(pairs, images root, dataset label, face-choice rule) for LFW View 2 or a TSV pair set."""
+    if pairs_file is None:
+        root = lfw.data_root() / "lfw"
+        return lfw.read_lfw_pairs(root / "pairs.txt"), root / "images", "lfw-view2", "center"
+    if images_root is None:
+        raise SystemExit("--pairs needs --images-root")
+    pairs = lfw.read_tsv_pairs(pairs_file) if fmt == "tsv" else lfw.read_lfw_pairs(pairs_file)
+    root = Path(images_root)
+    if fmt == "lfw":
+        return pairs, root, Path(pairs_file).stem, "center"
+    return pairs, root, Path(pairs_file).stem, "largest"
+
+
+def aligned_for(pairs: list, root: Path, template, rule: str, min_face_size: int, quiet: bool):
+    """Detect and align every image the pairs use (cached); the detector is the pipeline's."""
+    from tqdm import tqdm
+
+    from services.detector.faces import FaceDetector
+
+    det = FaceDetector(template, min_face_size=min_face_size)
+    paths = list(dict.fromkeys(p for pr in pairs for p in (pr.path1, pr.path2)))
+    bar = None if quiet else (lambda it: tqdm(it, desc="detect+align", unit="img", file=sys.stderr))
+    return lfw.align_images(paths, root, det, rule, progress=bar), det
+
+
+def pair_scores(emb: np.ndarray, found: np.ndarray, index: dict[str, int], pairs: list) -> np.ndarray:
+    """Cosine similarity of each pair, NO_FACE_SCORE where either image had no face."""
+    i1 = np.array([index[p.path1] for p in pairs])
+    i2 = np.array([index[p.path2] for p in pairs])
+    s = np.einsum("nd,nd->n", emb[i1], emb[i2]).astype(np.float64)
+    return np.where(found[i1] & found[i2], s, NO_FACE_SCORE)
+
+
+def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str, *, flip: bool | None,
+             far: float, min_face_size: int = 40, quiet: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Evaluate one checkpoint: (report, scores of the kept pairs, same labels of the kept pairs)."""
+    from training.embedding_model import EmbeddingModel
+
+    model = EmbeddingModel.load(model_path, device="auto", flip_average=flip)
+    ckpt_train = checkpoint.load(model_path)
+    t0 = time.perf_counter()
+    keep, test_folds, note = disjoint_filter(pairs, *trained_on(ckpt_train), is_lfw=dataset.startswith("lfw"))
+    kept = [p for p, k in zip(pairs, keep) if k]
+    if not kept:
+        raise SystemExit("every pair involves people this model trained on: nothing to score")
+    aligned, det = aligned_for(kept, root, model.template, rule, min_face_size, quiet)
+    t1 = time.perf_counter()
+    emb = model.embed(aligned.crops)
+    t2 = time.perf_counter()
+    scores = pair_scores(emb, aligned.found, aligned.index(), kept)
+    same = np.array([p.same for p in kept])
+    folds = np.array([p.fold for p in kept])
+    summary = summarize(scores, same, folds, test_folds, far)
+    no_face = [p for p, f in zip(aligned.paths, aligned.found) if not f]
+    bad = scores == NO_FACE_SCORE
+    report = {
+        "model": str(model_path), "model_version": model.model_version, "arch": model.arch,
+        "flip_average": model.flip_average, "device": str(model.device), "dataset": dataset,
+        "images_root": str(root), "face_choice": rule, "detector": det.settings_key(),
+        "template": model.template.to_dict(), "n_pairs_total": len(pairs), **summary,
+        "identity_disjoint": note,
+        "no_face": {"images": no_face, "pairs": int(bad.sum()), "same_pairs_counted_wrong": int((bad & same).sum()),
+                    "policy": "a pair with an image where no face was found is scored as 'different'"},
+        "multi_face_images": int((aligned.n_faces > 1).sum()),
+        "seconds": {"detect_align": round(t1 - t0, 1), "embed": round(t2 - t1, 1),
+                    "images": len(aligned.paths)},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return report, scores, same
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facestream eval", description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, default=None, help="checkpoint (default: models/facestream.pt or "
+                   "$FACESTREAM_MODEL)")
+    p.add_argument("--pairs", default=None, help="pairs file (default: LFW View 2 pairs.txt under $FACESTREAM_DATA)")
+    p.add_argument("--images-root", default=None, help="folder the pair paths are relative to")
+    p.add_argument("--format", choices=("tsv", "lfw"), default="tsv", help="format of --pairs")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each descriptor with its mirror's (default: what the checkpoint says)")
+    p.add_argument("--far", type=float, default=1e-3, help="false-accept rate for TAR@FAR (default 1e-3)")
+    p.add_argument("--calibrate-far", type=float, default=None, help="compute the cosine threshold at this FAR")
+    p.add_argument("--write-threshold", action="store_true", help="store that threshold into the checkpoint")
+    p.add_argument("--min-face-size", type=int, default=40, help="MTCNN's smallest face, px (pipeline default)")
+    p.add_argument("--json", type=Path, default=None, help="report path (default out/eval/<model>_<set>.json)")
+    p.add_argument("--limit-folds", type=int, default=None, help="only the first N folds (quick checks)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if a.write_threshold and a.calibrate_far is None:
+        p.error("--write-threshold needs --calibrate-far")
+    import torch
+    torch.set_num_threads(a.threads)
+
+    t0 = time.perf_counter()
+    model_path = a.model or checkpoint.default_path()
+    pairs, root, dataset, rule = load_pair_set(a.pairs, a.images_root, a.format)
+    if a.limit_folds:
+        pairs = [pr for pr in pairs if pr.fold < a.limit_folds]
+        dataset += f"-first{a.limit_folds}folds"
+    report, scores, same = run_eval(model_path, pairs, root, dataset, rule, flip=a.flip, far=a.far,
+                                    min_face_size=a.min_face_size, quiet=a.quiet)
+    if a.calibrate_far is not None:
+        t, tar, got = pair_metrics.threshold_at_far(scores, same, a.calibrate_far)
+        report["calibration"] = {"far": a.calibrate_far, "cosine": t, "tar": tar, "far_achieved": got,
+                                 "written": False}
+        if a.write_threshold:
+            ckpt_flip = bool(checkpoint.load(model_path)["flip_average"])
+            if report["flip_average"] != ckpt_flip:
+                raise SystemExit(f"refusing to write a threshold measured with flip={report['flip_average']} "
+                                 f"into a checkpoint that embeds with flip={ckpt_flip}")
+            source = (f"{dataset}: {int((~same).sum())} different pairs, FAR {a.calibrate_far:g}, "
+                      f"facestream eval {report['date']}")
+            summary = {k: report[k] for k in ("dataset", "accuracy_mean", "accuracy_std", "auc", "tar_at_far",
+                                              "flip_average", "date")}
+            checkpoint.set_threshold(model_path, t, a.calibrate_far, source, eval_summary=summary)
+            report["calibration"]["written"] = True
+    report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
+
+    stem = f"{Path(model_path).stem}_{dataset}_{'flip' if report['flip_average'] else 'noflip'}"
+    out = a.json or DEFAULT_OUT / f"{stem}.json"
+    far, tar, _ = pair_metrics.roc_curve(scores, same)
+    png = plot_roc({f"{report['model_version']} flip={report['flip_average']}": (far, tar)},
+                   out.with_suffix(".png"), f"{dataset}: ROC")
+    report["roc_png"] = str(png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print_summary(report, out)
+    return 0
+
+
+def print_summary(r: dict, out: Path) -> None:
+    idj, nf, ta = r["identity_disjoint"], r["no_face"], r["tar_at_far"]
+    print(f"{r['dataset']}  model {r['model_version']}  flip={r['flip_average']}  device {r['device']}")
+    print(f"  accuracy {100 * r['accuracy_mean']:.2f}% +- {100 * r['accuracy_std']:.2f} over {len(r['folds'])} "
+          f"folds (threshold from the other folds)   AUC {r['auc']:.4f}   "
+          f"TAR {100 * ta['tar']:.2f}% at FAR {ta['far']:g} (cosine >= {ta['threshold']:.4f})")
+    print(f"  pairs scored {r['n_pairs_scored']} of {r['n_pairs_total']}; excluded (trained on their people): "
+          f"{idj['excluded_pairs']}; model trained on {idj['trained_people_count']} people"
+          + (f", LFW fold {idj['lfw_fold']} held out" if idj["lfw_fold"] is not None else ""))
+    print(f"  no face found in {len(nf['images'])} images -> {nf['pairs']} pairs scored 'different' "
+          f"({nf['same_pairs_counted_wrong']} of them same pairs, so errors)")
+    if "calibration" in r:
+        c = r["calibration"]
+        print(f"  threshold at FAR {c['far']:g}: cosine {c['cosine']:.4f} (TAR {100 * c['tar']:.2f}%)"
+              + ("  -> written into the checkpoint" if c["written"] else ""))
+    s = r["seconds"]
+    print(f"  took {s['total']:.0f} s ({s['detect_align']:.0f} s detect+align of {s['images']} images, "
+          f"cached after the first run; {s['embed']:.0f} s embed)")
+    print(f"  report {out}  ROC {r['roc_png']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

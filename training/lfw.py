@@ -1,0 +1,193 @@
+"""Pair lists (LFW's pairs.txt, a generic TSV) and people folds, plus a cache of detected, aligned crops.
+
+LFW layout: <root>/images/<Person>/<Person>_NNNN.jpg. `pairs.txt` starts with "10 300" (folds, pairs of each
+kind per fold) and lists per fold 300 same-person lines "name i j" then 300 different-person lines
+"name1 i name2 j"; the View 1 files start with one number (one fold). `people.txt` starts with the number
+of folds, then per fold a count line and "name n_images" lines: every pair of fold i uses people of fold i
+only, so a model trained on the other folds' people can be scored on fold i with no identity shared.
+
+Generic TSV: `#` comments, then `fold<TAB>same(1|0)<TAB>path1<TAB>path2`, paths relative to an images root;
+a path's person is its parent folder's name (used for identity-disjointness).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from services.detector.faces import FaceDetector, PickRule, load_rgb, pick_face
+from training.checkpoint import REPO_ROOT
+
+CACHE_ROOT = REPO_ROOT / ".run" / "cache" / "aligned"
+
+
+def data_root() -> Path:
+    """$FACESTREAM_DATA, else ../shared/data beside the repository."""
+    env = os.environ.get("FACESTREAM_DATA")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One verification pair; paths are relative to the images root."""
+    fold: int
+    same: bool
+    path1: str
+    path2: str
+    person1: str
+    person2: str
+
+
+def lfw_path(name: str, index: int) -> str:
+    return f"{name}/{name}_{int(index):04d}.jpg"
+
+
+def read_lfw_pairs(pairs_txt: str | Path) -> list[Pair]:
+    """LFW pairs.txt (View 2: 10 folds of 300 + 300) or pairsDev*.txt (one fold of n + n)."""
+    lines = [ln.split() for ln in Path(pairs_txt).read_text().splitlines() if ln.strip()]
+    header, rows = [int(v) for v in lines[0]], lines[1:]
+    n_folds, per_kind = (header[0], header[1]) if len(header) == 2 else (1, header[0])
+    if len(rows) != n_folds * 2 * per_kind:
+        raise ValueError(f"{pairs_txt}: header says {n_folds}x2x{per_kind} pairs, found {len(rows)} lines")
+    pairs = []
+    for i, r in enumerate(rows):
+        fold = i // (2 * per_kind)
+        if len(r) == 3:
+            pairs.append(Pair(fold, True, lfw_path(r[0], r[1]), lfw_path(r[0], r[2]), r[0], r[0]))
+        elif len(r) == 4:
+            pairs.append(Pair(fold, False, lfw_path(r[0], r[1]), lfw_path(r[2], r[3]), r[0], r[2]))
+        else:
+            raise ValueError(f"{pairs_txt}: line {i + 2} has {len(r)} fields")
+    return pairs
+
+
+def read_tsv_pairs(path: str | Path) -> list[Pair]:
+    """The generic format: `fold<TAB>same(1|0)<TAB>path1<TAB>path2`, `#` comments, blank lines ignored."""
+    pairs = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        f = line.rstrip("\n").split("\t")
+        if len(f) != 4 or f[1] not in ("0", "1"):
+            raise ValueError(f"{path}:{n}: expected fold<TAB>same(1|0)<TAB>path1<TAB>path2, got {line!r}")
+        p1, p2 = f[2].strip(), f[3].strip()
+        pairs.append(Pair(int(f[0]), f[1] == "1", p1, p2, Path(p1).parent.name, Path(p2).parent.name))
+    if not pairs:
+        raise ValueError(f"{path}: no pairs")
+    return pairs
+
+
+def read_people_folds(people_txt: str | Path) -> list[list[tuple[str, int]]]:
+    """people.txt -> per fold, [(name, number of images)]; peopleDev*.txt (one count, then names) -> one fold."""
+    lines = [ln.split() for ln in Path(people_txt).read_text().splitlines() if ln.strip()]
+    single = len(lines) - 1 == int(lines[0][0])  # peopleDev*: the first number counts names, not folds
+    if single:
+        return [[(r[0], int(r[1])) for r in lines[1:]]]
+    folds, i = [], 1
+    for _ in range(int(lines[0][0])):
+        n = int(lines[i][0])
+        folds.append([(r[0], int(r[1])) for r in lines[i + 1:i + 1 + n]])
+        i += 1 + n
+    return folds
+
+
+def people_outside_fold(people_txt: str | Path, fold: int) -> list[str]:
+    """Everybody of the other folds: whom a model may train on to be scored on `fold` of pairs.txt."""
+    return [name for k, f in enumerate(read_people_folds(people_txt)) if k != fold for name, _ in f]
+
+
+@dataclass(frozen=True)
+class AlignedSet:
+    """Detected, aligned faces of a list of images, row i for paths[i]; `found[i]` False when no face."""
+    paths: list[str]
+    crops: np.ndarray       # (N, S, S, 3) uint8; zeros where nothing was found
+    found: np.ndarray       # (N,) bool
+    n_faces: np.ndarray     # (N,) int: faces the detector saw in the image
+    boxes: np.ndarray       # (N, 4) float32 of the chosen face
+    probs: np.ndarray       # (N,) float32
+    landmarks: np.ndarray   # (N, 5, 2) float32
+
+    def index(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.paths)}
+
+
+def _cache_dir(images_root: Path, detector: FaceDetector, rule: str) -> Path:
+    key = f"{images_root.resolve()}|{detector.settings_key()}|{rule}"
+    return CACHE_ROOT / hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _load_cache(d: Path) -> AlignedSet | None:
+    if not (d / "meta.npz").exists():
+        return None
+    m = np.load(d / "meta.npz")
+    crops = np.load(d / "crops.npy", mmap_mode="r")  # mapped: a subset costs what it reads
+    return AlignedSet([str(p) for p in m["paths"]], crops, m["found"], m["n_faces"], m["boxes"], m["probs"],
+                      m["landmarks"])
+
+
+def _save_cache(d: Path, s: AlignedSet, settings: dict) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = f".tmp{os.getpid()}"
+    np.save(d / f"crops{tmp}.npy", np.ascontiguousarray(s.crops))
+    np.savez(d / f"meta{tmp}.npz", paths=np.array(s.paths), found=s.found, n_faces=s.n_faces, boxes=s.boxes,
+             probs=s.probs, landmarks=s.landmarks)
+    os.replace(d / f"crops{tmp}.npy", d / "crops.npy")
+    os.replace(d / f"meta{tmp}.npz", d / "meta.npz")
+    (d / "settings.json").write_text(json.dumps(settings, indent=1))
+
+
+def align_images(paths: Sequence[str], images_root: str | Path, detector: FaceDetector, rule: PickRule,
+                 progress: Callable[[Iterable], Iterable] | None = None, use_cache: bool = True) -> AlignedSet:
+    """Detect and align one face per image (chosen by `rule`), each image once: results are cached under
+    .run/cache/aligned/<hash of root + detector settings + template + rule>/ and grown as new images come."""
+    root = Path(images_root)
+    d = _cache_dir(root, detector, rule)
+    old = _load_cache(d) if use_cache else None
+    known = old.index() if old else {}
+    todo = [p for p in dict.fromkeys(paths) if p not in known]
+    size = detector.template.size
+    rows = {k: [] for k in ("crops", "found", "n_faces", "boxes", "probs", "landmarks")}
+    for p in (progress(todo) if progress else todo):
+        rgb = load_rgb(root / p)
+        faces = detector.detect(rgb)
+        face = pick_face(faces, rgb.shape, rule)
+        rows["found"].append(face is not None)
+        rows["n_faces"].append(len(faces))
+        rows["crops"].append(face.crop if face else np.zeros((size, size, 3), np.uint8))
+        rows["boxes"].append(face.box if face else (0.0, 0.0, 0.0, 0.0))
+        rows["probs"].append(face.prob if face else 0.0)
+        rows["landmarks"].append(face.landmarks if face else np.zeros((5, 2), np.float32))
+    if todo:
+        new = AlignedSet(list(todo), np.stack(rows["crops"]), np.array(rows["found"], bool),
+                         np.array(rows["n_faces"], np.int32), np.array(rows["boxes"], np.float32),
+                         np.array(rows["probs"], np.float32), np.array(rows["landmarks"], np.float32))
+        merged = new if old is None else AlignedSet(
+            old.paths + new.paths, np.concatenate([old.crops, new.crops]),
+            *(np.concatenate([getattr(old, k), getattr(new, k)]) for k in ("found", "n_faces", "boxes", "probs",
+                                                                             "landmarks")))
+        if use_cache:
+            _save_cache(d, merged, {"images_root": str(root.resolve()), "detector": detector.settings_key(),
+                                    "rule": rule, "template": detector.template.to_dict()})
+        old, known = merged, merged.index()
+    sel = np.array([known[p] for p in paths], dtype=np.int64)
+    return AlignedSet([old.paths[i] for i in sel], np.asarray(old.crops[sel]), old.found[sel], old.n_faces[sel],
+                      old.boxes[sel], old.probs[sel], old.landmarks[sel])
+
+
+def align_people(people: Iterable[str], images_root: str | Path, detector: FaceDetector,
+                 rule: PickRule = "center", progress: Callable[[Iterable], Iterable] | None = None
+                 ) -> tuple[AlignedSet, list[str]]:
+    """All images of the given people (folders <root>/<Person>/*.jpg), aligned and cached: the set and each
+    row's person. Rows where no face was found are dropped. For training on LFW's other folds' people."""
+    root = Path(images_root)
+    paths = [f"{name}/{f.name}" for name in people for f in sorted((root / name).glob("*.jpg"))]
+    s = align_images(paths, root, detector, rule, progress)
+    keep = np.flatnonzero(s.found)
+    kept = AlignedSet([s.paths[i] for i in keep], s.crops[keep], s.found[keep], s.n_faces[keep], s.boxes[keep],
+                      s.probs[keep], s.landmarks[keep])
+    return kept, [p.split("/")[0] for p in kept.paths]
