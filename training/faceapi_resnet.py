@@ -130,6 +130,10 @@ def read_tfjs_tensors(manifest_path: Path, weights_path: Path) -> dict[str, np.n
     groups = json.loads(Path(manifest_path).read_text())
     specs = [w for g in groups for w in g["weights"]]
     raw = Path(weights_path).read_bytes()
+    width = {"uint8": 1, "float32": 4}
+    need = sum(int(np.prod(w["shape"])) * width[(w.get("quantization") or w)["dtype"]] for w in specs)
+    if need != len(raw):
+        raise ValueError(f"{weights_path}: manifest describes {need} bytes, file has {len(raw)}")
     out, pos = {}, 0
     for spec in specs:
         shape, q = spec["shape"], spec.get("quantization")
@@ -145,8 +149,6 @@ def read_tfjs_tensors(manifest_path: Path, weights_path: Path) -> dict[str, np.n
             vals = np.frombuffer(raw, "<f4", n, pos)
             pos += 4 * n
         out[spec["name"]] = vals.astype(np.float32).reshape(shape)
-    if pos != len(raw):
-        raise ValueError(f"{weights_path}: manifest describes {pos} bytes, file has {len(raw)}")
     return out
 
 
