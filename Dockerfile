@@ -21,10 +21,11 @@ WORKDIR /app
 
 # Dependencies first, in their own layers, so that a code change does not reinstall torch.
 COPY requirements.lock ./
-# The CPU variant takes torch and torchvision from PyTorch's CPU index (about 1 GB smaller); their
-# versions come from requirements.lock, whose `torch==X` the `X+cpu` build then satisfies.
+# The CPU variant takes torch and torchvision from PyTorch's CPU index (gigabytes smaller, no nvidia-*
+# wheels); their versions come from requirements.lock, whose `torch==X` the `X+cpu` build then
+# satisfies. PyPI stays as a second index for their dependencies; `X+cpu` sorts above `X`, so it wins.
 RUN case "$TORCH_VARIANT" in \
-      cpu)  pip install --index-url https://download.pytorch.org/whl/cpu \
+      cpu)  pip install --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
               $(grep -E '^(torch|torchvision)==' requirements.lock) ;; \
       cuda) ;; \
       *)    echo "TORCH_VARIANT must be cpu or cuda, not $TORCH_VARIANT" >&2; exit 1 ;; \

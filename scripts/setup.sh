@@ -57,4 +57,10 @@ if [ ! -f "$KAFKA_LIBS/.complete" ]; then
 else
   stamp "Kafka broker jars present ($(ls "$KAFKA_LIBS" | grep -c jar) jars)"
 fi
+# --- 4. kubectl with kustomize v5, for the offline checks of deploy/k8s ---------------------------------
+if ! kubectl version --client -o json 2>/dev/null | grep -q '"minor": "\(2[7-9]\|[3-9][0-9]\)'; then
+  echo "[setup] kubectl 1.27 or newer (with kustomize v5) is needed for the deploy/ tests;" \
+       "Debian bookworm's kubernetes-client (1.20) is too old: install it from https://dl.k8s.io" >&2
+  exit 1
+fi
 stamp "done"

@@ -53,6 +53,9 @@ class Stage(Generic[In]):
     input_topic: str
     decode: Callable[[bytes], In]
     process: Callable[[list[In]], list[list[Output]]]
+    # Called when a poll brings nothing (at most every 200 ms): for work driven by time rather than input,
+    # such as ending the matcher's tracks when a camera goes quiet. Its outputs have no offsets to commit.
+    idle: Callable[[], list[Output]] | None = None
 
 
 def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
@@ -94,6 +97,11 @@ class _Assignment(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked):
         log.info("%s: partitions revoked: %s", self.stage, sorted(tp.partition for tp in revoked))
+        for tp in revoked:  # a partition another member now owns must not keep reporting our old lag
+            try:
+                metrics.CONSUMER_LAG.remove(self.stage, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
 
     def on_partitions_assigned(self, assigned):
         log.info("%s: partitions assigned: %s", self.stage, sorted(tp.partition for tp in assigned))
@@ -171,6 +179,8 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
         records = poll_batch(consumer, max_batch_size, max_batch_wait_ms)
         health.beat()
         if not records:
+            if stage.idle is not None:
+                _produce(producer, stage.name, stage.idle())
             continue
         batches += 1
         metrics.MESSAGES_IN.labels(stage.name, stage.input_topic).inc(len(records))
@@ -198,19 +208,25 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
                     outputs.extend(res)
                     invalid.add(False)
 
-        # produce, wait for every acknowledgement, and only then commit
-        futures = [(o.topic, producer.send(o.topic, key=o.key, value=o.value)) for o in outputs]
-        producer.flush()
-        for topic, fut in futures:
-            fut.get(timeout=30)  # raises if the broker refused: no commit, the batch is read again
-            metrics.MESSAGES_OUT.labels(stage.name, topic).inc()
-        _commit(consumer, records, stage.name)
+        _produce(producer, stage.name, outputs)  # every output acknowledged...
+        _commit(consumer, records, stage.name)  # ...before the inputs are committed
         handled += len(records)
         if time.monotonic() - last_lag > 5:
             _report_lag(consumer, stage.name)
             last_lag = time.monotonic()
     # graceful stop: the last batch was committed above; leave the group so partitions move at once
     return handled
+
+
+def _produce(producer: KafkaProducer, stage: str, outputs: list[Output]) -> None:
+    """Send and wait for every acknowledgement; a refusal raises, so nothing gets committed for it."""
+    if not outputs:
+        return
+    futures = [(o.topic, producer.send(o.topic, key=o.key, value=o.value)) for o in outputs]
+    producer.flush()
+    for topic, fut in futures:
+        fut.get(timeout=30)
+        metrics.MESSAGES_OUT.labels(stage, topic).inc()
 
 
 def _dlq(stage: str, rec: Any, reason: str) -> Output:

@@ -115,20 +115,28 @@ class FrameFaces:
     height: int
     faces: tuple[DetectedFace, ...]
     detect_ts: float = 0.0
+    # "ok", or "stale": the detector dropped the frame unread because it was older than its max age.
+    # Stale frames are still published (without faces) so that every frame is accounted for downstream.
+    status: str = "ok"
     VERSION = 1
+    STATUSES = ("ok", "stale")
 
     def encode(self) -> bytes:
         return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
                               "width": self.width, "height": self.height, "detect_ts": self.detect_ts,
-                              "faces": [f.to_map() for f in self.faces]})
+                              "status": self.status, "faces": [f.to_map() for f in self.faces]})
 
     @classmethod
     def decode(cls, raw: bytes) -> "FrameFaces":
         k = "faces"
         o = _unpack(raw, k, (1,))
         faces = tuple(DetectedFace.from_map(f, k) for f in _get(o, "faces", list, k))
+        status = _get(o, "status", str, k)
+        if status not in cls.STATUSES:
+            raise SchemaError(f"{k}: unknown status {status!r}")
         return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
-                   _get(o, "width", int, k), _get(o, "height", int, k), faces, _get(o, "detect_ts", float, k))
+                   _get(o, "width", int, k), _get(o, "height", int, k), faces, _get(o, "detect_ts", float, k),
+                   status)
 
 
 # --- embeddings/v1 ---------------------------------------------------------------------------------

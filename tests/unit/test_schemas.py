@@ -49,7 +49,7 @@ def test_faces_rejects_wrong_landmark_count():
     face = DetectedFace((1.0, 2.0, 30.0, 40.0), 0.9, (1.0,) * 10, JPEG, 28.0, 1.0).to_map()
     face["landmarks"] = [1.0] * 9
     raw = msgpack.packb({"v": 1, "camera_id": "c", "seq": 0, "capture_ts": 1.0, "width": 2, "height": 2,
-                         "detect_ts": 1.0, "faces": [face]})
+                         "detect_ts": 1.0, "status": "ok", "faces": [face]})
     with pytest.raises(SchemaError, match="landmarks"):
         FrameFaces.decode(raw)
 

@@ -1,0 +1,49 @@
+"""`facestream detector`: a consumer-group worker running MTCNN over frames."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared import topics
+from shared.config import StageConfig, load, setting
+from shared.kafka_loop import Stage
+from shared.schemas import Frame
+from shared.service import run_consumer_service
+
+
+@dataclass(frozen=True)
+class DetectorConfig(StageConfig):
+    """facestream detector: MTCNN face detection, alignment and quality gates."""
+    model: str = setting("", "checkpoint whose alignment template the crops follow (default models/facestream.pt)")
+    frames_topic: str = setting(topics.FRAMES.name, "input topic")
+    faces_topic: str = setting(topics.FACES.name, "output topic")
+    min_face_size: int = setting(40, "smallest face kept, shorter box side in pixels (also MTCNN's search floor)",
+                                 ge=12, le=2000)
+    min_prob: float = setting(0.95, "smallest MTCNN face probability kept", ge=0.0, le=1.0)
+    min_sharpness: float = setting(15.0, "blur gate: variance of the Laplacian of the aligned crop under which "
+                                   "a face is too blurred to embed", ge=0.0, le=10_000)
+    max_faces: int = setting(32, "most faces kept per frame (largest first)", ge=1, le=1000)
+    max_frame_age_ms: int = setting(5000, "frames older than this on arrival are dropped as stale (0: never)",
+                                    ge=0, le=3_600_000)
+    crop_jpeg_quality: int = setting(95, "JPEG quality of the aligned crops", ge=50, le=100)
+    device: str = setting("cpu", "torch device for MTCNN", choices=("cpu", "cuda"))
+    max_batch_size: int = setting(4, "frames per batch (MTCNN gains nothing from batching on the CPU)", ge=1,
+                                  le=256)
+
+
+def build(cfg: DetectorConfig) -> Stage:
+    from services.detector.faces import FaceDetector
+    from services.detector.stage import Gates, make_process
+    from training import checkpoint
+
+    template = checkpoint.template_of(checkpoint.load(Path(cfg.model) if cfg.model else None))
+    detector = FaceDetector(template, min_face_size=cfg.min_face_size, device=cfg.device)
+    gates = Gates(cfg.min_face_size, cfg.min_prob, cfg.min_sharpness, cfg.max_faces)
+    process = make_process(detector.detect, gates, cfg.faces_topic, cfg.max_frame_age_ms / 1000,
+                           cfg.crop_jpeg_quality)
+    return Stage("detector", cfg.frames_topic, Frame.decode, process)
+
+
+def main(argv: list[str]) -> int:
+    cfg = load(DetectorConfig, argv, prog="facestream detector")
+    return run_consumer_service("detector", cfg, lambda: build(cfg))

@@ -1,0 +1,1 @@
+"""`facestream gallery`: enroll, list and remove people."""

@@ -1,0 +1,1 @@
+"""The matcher stage: gallery index from Redis, per-track decisions, identity events."""

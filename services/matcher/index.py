@@ -1,0 +1,51 @@
+"""Exact cosine search over the gallery, vectorized; pure numpy.
+
+The gallery holds several embeddings per person. A query's score for a person is its best cosine
+similarity over that person's embeddings; the top-1 person is the owner of the best-scoring embedding.
+All vectors are L2-normalized, so cosine similarity is a dot product and one matrix product answers a
+whole batch of queries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GalleryIndex:
+    names: tuple[str, ...]  # one per person
+    matrix: np.ndarray  # (N, D) float32, unit rows
+    owner: np.ndarray  # (N,) int: index into names of each row's person
+    version: int = 0  # the gallery version it was built from
+    model_version: str = ""
+
+    @classmethod
+    def build(cls, people: dict[str, np.ndarray], version: int = 0, model_version: str = "") -> "GalleryIndex":
+        """From {name: (k, D) embeddings}; rows are re-normalized so that a stored vector's rounding never matters."""
+        names = tuple(sorted(n for n, e in people.items() if len(e)))
+        if not names:
+            return cls((), np.zeros((0, 0), np.float32), np.zeros(0, np.int64), version, model_version)
+        mats = [np.asarray(people[n], np.float32).reshape(len(people[n]), -1) for n in names]
+        matrix = np.concatenate(mats)
+        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        owner = np.concatenate([np.full(len(m), i) for i, m in enumerate(mats)])
+        return cls(names, np.ascontiguousarray(matrix), owner, version, model_version)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def size(self) -> int:
+        return len(self.owner)
+
+    def search(self, queries: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+        """Top-1 person and score for each (M, D) query; (None, -inf) when the gallery is empty."""
+        q = np.asarray(queries, np.float32).reshape(len(queries), -1)
+        if self.size == 0 or len(q) == 0:
+            return [None] * len(q), np.full(len(q), -np.inf, np.float32)
+        if q.shape[1] != self.matrix.shape[1]:
+            raise ValueError(f"query dimension {q.shape[1]} != gallery dimension {self.matrix.shape[1]}")
+        scores = q @ self.matrix.T  # (M, N)
+        best = scores.argmax(axis=1)
+        return [self.names[self.owner[b]] for b in best], scores[np.arange(len(q)), best].astype(np.float32)

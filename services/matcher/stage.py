@@ -1,0 +1,76 @@
+"""The matcher's work: search the gallery for every face, track, vote, and publish identity events.
+
+No Kafka and no Redis here: the gallery arrives as a `GalleryIndex` from a callable (the service
+rebuilds it when Redis says the gallery changed), and the outputs are `Output`s for the shared loop.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Callable
+
+import numpy as np
+
+from services.matcher.index import GalleryIndex
+from services.matcher.tracks import CameraTracks, Decision, FaceObs, Track, TrackPolicy
+from shared import metrics
+from shared.kafka_loop import InvalidMessage, Output
+from shared.schemas import FrameEmbeddings, IdentityEvent
+
+
+class Matcher:
+    def __init__(self, index: Callable[[], GalleryIndex], threshold: float, model_version: str, events_topic: str,
+                 policy: TrackPolicy = TrackPolicy(), clock: Callable[[], float] = time.time):
+        self.index, self.threshold, self.model_version = index, threshold, model_version
+        self.events_topic, self.policy, self.clock = events_topic, policy, clock
+        self.cameras: dict[str, CameraTracks] = {}
+        # track ids unique across matcher restarts and replicas
+        self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
+
+    def _tracks(self, camera_id: str) -> CameraTracks:
+        if camera_id not in self.cameras:
+            self.cameras[camera_id] = CameraTracks(camera_id, self.policy, f"{camera_id}-{self._prefix}")
+        return self.cameras[camera_id]
+
+    def process(self, frames: list[FrameEmbeddings]) -> list[list[Output]]:
+        """One list of events per input frame (usually empty: a track publishes once)."""
+        for f in frames:
+            if f.model_version != self.model_version:
+                raise InvalidMessage(f"embeddings from model {f.model_version!r}, the matcher and its gallery use "
+                                     f"{self.model_version!r}: vectors of different models cannot be compared")
+        index = self.index()
+        queries = [face.embedding for f in frames for face in f.faces]
+        names, scores = index.search(np.stack(queries)) if queries else ([], np.zeros(0))
+        now = self.clock()
+        out, i = [], 0
+        for f in frames:
+            obs = []
+            for face in f.faces:
+                name = names[i] if scores[i] >= self.threshold else None
+                obs.append(FaceObs(face.bbox, face.embedding, name, float(scores[i])))
+                i += 1
+                metrics.END_TO_END_SECONDS.labels(f.camera_id).observe(max(0.0, now - f.capture_ts))
+            decided = self._tracks(f.camera_id).update(f.capture_ts, obs)
+            out.append([self._event(f.camera_id, t, d, now) for t, d in decided])
+        metrics.ACTIVE_TRACKS.set(sum(len(c.live) for c in self.cameras.values()))
+        return out
+
+    def idle(self) -> list[Output]:
+        """Called when no input arrives: end the tracks of cameras that went quiet (a file ended, a camera
+        dropped), deciding those that have enough faces."""
+        now = self.clock()
+        out = []
+        for cam_id, cam in self.cameras.items():
+            for t, d in cam.expire(now - self.policy.max_gap_s - 1.0):
+                out.append(self._event(cam_id, t, d, now))
+        metrics.ACTIVE_TRACKS.set(sum(len(c.live) for c in self.cameras.values()))
+        return out
+
+    def _event(self, camera_id: str, t: Track, d: Decision, now: float) -> Output:
+        ev = IdentityEvent(uuid.uuid4().hex, camera_id, t.track_id, d.identity, round(d.score, 4),
+                           self.threshold, t.first_seen, t.last_seen, tuple(float(v) for v in t.bbox),
+                           self.model_version, faces=len(t.votes), event_ts=now)
+        metrics.IDENTITY_EVENTS.labels(camera_id, "true" if d.identity else "false").inc()
+        metrics.EVENT_LATENCY_SECONDS.observe(max(0.0, now - t.last_seen))
+        return Output(self.events_topic, camera_id.encode(), ev.encode())
