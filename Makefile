@@ -33,7 +33,7 @@ test: setup  ## setup, up, the whole suite, down; non-zero on any failure
 test-unit: setup  ## only the tests that need no server
 	@$(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
-demo: setup  ## the whole pipeline on a real Kafka and Redis over a sample clip, printing identity events
+demo: models  ## the whole pipeline on a real Kafka and Redis over a sample clip, printing identity events
 	@$(PY) scripts/stack.py up
 	rc=0; $(PY) scripts/demo.py $(DEMO_ARGS) || rc=$$?
 	$(PY) scripts/stack.py down

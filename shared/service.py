@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import sys
-from typing import Callable
+from typing import Callable, Protocol
 
 from shared import kafka_loop, metrics
 from shared.config import StageConfig, describe
@@ -24,7 +24,13 @@ def client_id(stage: str) -> str:
     return f"facestream-{stage}-{socket.gethostname()}-{os.getpid()}"
 
 
-def start_metrics(stage: str, cfg: StageConfig) -> metrics.Health:
+class MetricsSettings(Protocol):
+    metrics_port: int
+    metrics_host: str
+    liveness_timeout_s: float
+
+
+def start_metrics(stage: str, cfg: MetricsSettings) -> metrics.Health:
     health = metrics.Health(stage, cfg.liveness_timeout_s)
     server = metrics.serve(health, cfg.metrics_port, cfg.metrics_host)
     # one parseable line so that scripts (make demo, tests) find a port chosen by the OS

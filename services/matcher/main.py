@@ -31,7 +31,10 @@ class MatcherConfig(StageConfig):
     gallery_prefix: str = setting(DEFAULT_PREFIX, "Redis key prefix of the gallery")
     gallery_check_interval_s: float = setting(30.0, "also compare the gallery version this often, in case a "
                                               "change notification was missed", ge=1, le=3600)
-    track_max_gap_s: float = setting(1.5, "a track unseen for this long ends", ge=0.1, le=60)
+    track_max_gap_s: float = setting(2.0, "a track unseen for this long (capture time) ends", ge=0.1, le=60)
+    track_min_similarity: float | None = setting(None, "cosine between a face and a track's mean embedding for "
+                                                 "the face to continue the track (default: threshold - 0.05)",
+                                                 ge=-1.0, le=1.0)
     min_votes: int = setting(3, "votes for a name before a track is identified", ge=1, le=1000)
     vote_ratio: float = setting(0.6, "the winning name's share of the track's votes", ge=0.0, le=1.0)
     unknown_min_faces: int = setting(8, "unmatched faces before a track is confirmed unknown", ge=1, le=10_000)
@@ -86,8 +89,9 @@ def build(cfg: MatcherConfig) -> Stage:
     log.info("matcher: model %s, cosine threshold %.4f", ckpt["model_version"], threshold)
     index = LiveIndex(GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix), ckpt["model_version"],
                       cfg.gallery_check_interval_s)
-    policy = TrackPolicy(max_gap_s=cfg.track_max_gap_s, min_votes=cfg.min_votes, vote_ratio=cfg.vote_ratio,
-                         unknown_min_faces=cfg.unknown_min_faces)
+    continuity = cfg.track_min_similarity if cfg.track_min_similarity is not None else threshold - 0.05
+    policy = TrackPolicy(max_gap_s=cfg.track_max_gap_s, min_continuity=continuity, min_votes=cfg.min_votes,
+                         vote_ratio=cfg.vote_ratio, unknown_min_faces=cfg.unknown_min_faces)
     m = Matcher(index, threshold, ckpt["model_version"], cfg.events_topic, policy)
     return Stage("matcher", cfg.embeddings_topic, FrameEmbeddings.decode, m.process, idle=m.idle)
 

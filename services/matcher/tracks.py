@@ -20,7 +20,8 @@ class TrackPolicy:
     max_gap_s: float = 1.5  # a track not seen for this long (capture time) ends
     min_iou: float = 0.05  # box overlap with the track's last box (or near centres, below)
     max_center_shift: float = 1.5  # ...or centre moved at most this many face widths
-    min_continuity: float = 0.3  # cosine between the face and the track's mean embedding
+    min_continuity: float = 0.3  # cosine between the face and the track's mean embedding (model-dependent:
+    # the matcher sets it just under its threshold, since unrelated faces can score high under some models)
     min_votes: int = 3  # votes for a name before a track is identified
     vote_ratio: float = 0.6  # the winner's share of all the track's votes
     unknown_min_faces: int = 8  # faces without a match before a track is confirmed unknown
