@@ -15,8 +15,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object for machines")
     p.add_argument("--annotate", metavar="OUT.jpg", help="write a copy with boxes and names drawn")
     p.add_argument("--model", default=os.environ.get("FACESTREAM_MODEL") or None)
-    p.add_argument("--threshold", type=float, default=None,
-                   help="cosine threshold (default: the checkpoint's calibrated one)")
+    p.add_argument("--threshold", type=float, default=float(os.environ["FACESTREAM_THRESHOLD"])
+                   if os.environ.get("FACESTREAM_THRESHOLD") else None,
+                   help="cosine threshold (default: the checkpoint's calibrated one) [env FACESTREAM_THRESHOLD]")
     p.add_argument("--redis-url", default=os.environ.get("FACESTREAM_REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--prefix", default=os.environ.get("FACESTREAM_GALLERY_PREFIX", "facestream:gallery"))
     p.add_argument("--min-face-size", type=int, default=20)

@@ -83,3 +83,28 @@ def test_pick_face_rules():
     assert pick_face([], (250, 250, 3), "largest") is None
     with pytest.raises(ValueError):
         pick_face(faces, (250, 250, 3), "first")
+
+
+def test_aligned_crops_are_cached_and_reused(detector, tmp_path, monkeypatch):
+    """lfw.align_images detects each image once: a second call, and a call on a subset, read the cache."""
+    import shutil
+
+    from training import lfw
+
+    monkeypatch.setattr(lfw, "CACHE_ROOT", tmp_path / "cache")
+    root = tmp_path / "images"
+    (root / "obama").mkdir(parents=True)
+    (root / "blank").mkdir()
+    shutil.copy(EXAMPLES / "tests" / "test_images" / "obama.jpg", root / "obama" / "obama_0001.jpg")
+    from PIL import Image
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(root / "blank" / "blank_0001.jpg")
+    paths = ["obama/obama_0001.jpg", "blank/blank_0001.jpg"]
+    first = lfw.align_images(paths, root, detector, "center")
+    assert first.found.tolist() == [True, False] and first.crops.shape == (2, 150, 150, 3)
+    assert first.crops[1].max() == 0 and first.n_faces.tolist() == [1, 0]
+
+    monkeypatch.setattr(detector, "detect", lambda rgb: pytest.fail("detected again instead of using the cache"))
+    again = lfw.align_images(paths[::-1], root, detector, "center")
+    assert again.paths == paths[::-1] and np.array_equal(again.crops[1], first.crops[0])
+    people, names = lfw.align_people(["obama", "blank"], root, detector)
+    assert names == ["obama"] and people.crops.shape == (1, 150, 150, 3)  # no-face rows are dropped

@@ -1,0 +1,106 @@
+"""Pure logic of the matcher: the index, the vote rule, tracking, and the stage's events."""
+import json
+
+import numpy as np
+import pytest
+
+from services.matcher.index import GalleryIndex
+from services.matcher.stage import Matcher
+from services.matcher.tracks import CameraTracks, FaceObs, TrackPolicy, decide, iou
+from shared.kafka_loop import InvalidMessage
+from shared.schemas import EmbeddedFace, FrameEmbeddings
+
+P = TrackPolicy(max_gap_s=1.0, min_continuity=0.5, min_votes=3, vote_ratio=0.6, unknown_min_faces=4,
+                unknown_ratio=0.9)
+
+
+def unit(*xs):
+    v = np.array(xs, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_index_top1_is_the_owner_of_the_best_embedding():
+    idx = GalleryIndex.build({"ann": np.stack([unit(1, 0, 0), unit(0.8, 0.6, 0)]), "bob": unit(0, 0, 1)[None]})
+    names, scores = idx.search(np.stack([unit(0.6, 0.8, 0), unit(0, 0.1, 1)]))
+    assert names == ["ann", "bob"]
+    np.testing.assert_allclose(scores, [0.96, 1 / np.sqrt(1.01)], rtol=1e-5)
+    assert (len(idx), idx.size) == (2, 3)
+
+
+def test_empty_gallery_matches_nobody():
+    names, scores = GalleryIndex.build({}).search(np.stack([unit(1, 0)]))
+    assert names == [None] and scores[0] == -np.inf
+
+
+def test_decide_waits_names_and_allows_dont_know():
+    assert decide([("ann", 0.9), ("ann", 0.8)], P) is None  # not yet: 2 votes < 3
+    d = decide([("ann", 0.9), ("ann", 0.8), (None, 0.3), ("ann", 0.7)], P)
+    assert d.identity == "ann" and d.score == pytest.approx(0.8)
+    assert decide([("ann", 0.9), ("bob", 0.9)] * 3, P) is None  # a tie: 3 votes each is 50% < 60%
+    assert decide([("ann", 0.9), ("bob", 0.8)] * 2 + [("ann", 0.7)], P).identity == "ann"  # 3 of 5 = 60%
+    assert decide([(None, 0.2)] * 3, P) is None  # unknown needs 4 faces while the track lives...
+    assert decide([(None, 0.2)] * 3, P, final=True).identity is None  # ...3 when it ends
+    assert decide([(None, 0.2), (None, 0.4)] * 2, P).score == pytest.approx(0.4)
+    assert decide([(None, 0.2), ("ann", 0.9)], P, final=True) is None  # too short to say: don't know
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+
+
+def test_tracks_follow_position_and_appearance_and_decide_once():
+    cam = CameraTracks("c", P, "c-t")
+    a, b = unit(1, 0, 0), unit(0, 1, 0)
+    out = []
+    for i in range(5):
+        x = 10 * i  # two faces drifting right; their order in the frame swaps halfway
+        faces = [FaceObs((x, 0, x + 50, 50), a, "ann", 0.9), FaceObs((300 - x, 0, 350 - x, 50), b, None, 0.1)]
+        out += cam.update(float(i) * 0.1, faces if i < 3 else faces[::-1])
+    assert len(cam.live) == 2, "each face kept its own track"
+    assert [(t.track_id, d.identity) for t, d in out] == [("c-t-0", "ann"), ("c-t-1", None)]
+
+
+def test_a_different_face_at_the_same_place_starts_a_new_track():
+    cam = CameraTracks("c", P, "t")
+    cam.update(0.0, [FaceObs((0, 0, 50, 50), unit(1, 0), "ann", 0.9)])
+    cam.update(0.1, [FaceObs((0, 0, 50, 50), unit(0, 1), "bob", 0.9)])
+    assert len(cam.live) == 2
+
+
+def test_tracks_end_after_the_gap_with_a_final_decision():
+    cam = CameraTracks("c", P, "t")
+    for i in range(3):
+        cam.update(i * 0.1, [FaceObs((0, 0, 50, 50), unit(1, 0), None, 0.2)])
+    ended = cam.expire(5.0)
+    assert [d.identity for _, d in ended] == [None] and cam.live == []
+
+
+def frame(seq, ts, vecs, model="m1", cam="cam"):
+    faces = tuple(EmbeddedFace((0.0, 0.0, 40.0, 40.0), 0.99, v) for v in vecs)
+    return FrameEmbeddings(cam, seq, ts, 640, 360, model, faces)
+
+
+def test_matcher_publishes_one_event_per_identified_track():
+    idx = GalleryIndex.build({"ann": unit(1, 0, 0)[None]}, version=1, model_version="m1")
+    m = Matcher(lambda: idx, threshold=0.8, model_version="m1", events_topic="ev", policy=P, clock=lambda: 100.0)
+    outs = m.process([frame(i, 99.0 + i * 0.1, [unit(1, 0.1, 0)]) for i in range(6)])
+    assert [len(o) for o in outs] == [0, 0, 1, 0, 0, 0]
+    ev = json.loads(outs[2][0].value)
+    assert (ev["identity"], ev["camera_id"], ev["threshold"], ev["model_version"], ev["faces"]) == \
+        ("ann", "cam", 0.8, "m1", 3)
+    assert ev["first_seen"] == 99.0 and ev["last_seen"] == pytest.approx(99.2) and outs[2][0].topic == "ev"
+
+
+def test_matcher_ends_quiet_tracks_when_idle_and_refuses_other_models():
+    idx = GalleryIndex.build({"ann": unit(1, 0, 0)[None]}, model_version="m1")
+    now = [10.0]
+    m = Matcher(lambda: idx, 0.8, "m1", "ev", P, clock=lambda: now[0])
+    m.process([frame(i, 10.0 + i * 0.1, [unit(0, 1, 0)]) for i in range(3)])  # 3 unknown faces: not yet
+    assert m.idle() == []
+    now[0] = 20.0
+    (out,) = m.idle()
+    assert json.loads(out.value)["identity"] is None
+    with pytest.raises(InvalidMessage, match="cannot be compared"):
+        m.process([frame(0, 1.0, [unit(1, 0, 0)], model="m2")])

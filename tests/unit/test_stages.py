@@ -1,0 +1,90 @@
+"""The detector's and embedder's batch functions with stand-ins for MTCNN and the model (pure logic);
+the real MTCNN and model are exercised by test_faces, test_faceapi_resnet and the end-to-end tests."""
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pytest
+
+from services.detector.stage import Gates, make_process as detector_process
+from services.embedder.stage import make_process as embedder_process
+from shared.kafka_loop import InvalidMessage
+from shared.schemas import DetectedFace, Frame, FrameEmbeddings, FrameFaces
+
+
+def jpeg(h=48, w=64) -> bytes:
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+@dataclass
+class FakeFace:
+    box: tuple
+    prob: float
+    face_size: float
+    blur: float
+    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((5, 2), np.float32))
+    crop: np.ndarray = field(default_factory=lambda: np.zeros((150, 150, 3), np.uint8))
+
+
+GATES = Gates(min_face_size=40, min_prob=0.9, min_sharpness=10.0, max_faces=2)
+FACES = [FakeFace((0, 0, 50, 50), 0.99, 50, 100), FakeFace((0, 0, 30, 30), 0.99, 30, 100),  # too small
+         FakeFace((0, 0, 60, 60), 0.5, 60, 100), FakeFace((0, 0, 45, 45), 0.99, 45, 2.0),  # unsure, blurred
+         FakeFace((0, 0, 90, 90), 0.95, 90, 50), FakeFace((0, 0, 41, 41), 0.99, 41, 50)]  # 3rd good: over max
+
+
+def test_detector_gates_faces_and_keeps_the_largest():
+    process = detector_process(lambda rgb: FACES, GATES, "faces", max_frame_age_s=5, clock=lambda: 100.0)
+    (out,), = process([Frame("cam", 3, 99.0, 64, 48, jpeg())])
+    ff = FrameFaces.decode(out.value)
+    assert (out.topic, out.key, ff.seq, ff.status) == ("faces", b"cam", 3, "ok")
+    assert [f.face_size for f in ff.faces] == [90, 50]
+
+
+def test_detector_marks_old_frames_stale_without_reading_them():
+    def never(rgb):
+        raise AssertionError("a stale frame must not be run through MTCNN")
+
+    process = detector_process(never, GATES, "faces", max_frame_age_s=2, clock=lambda: 100.0)
+    (out,), = process([Frame("cam", 0, 97.0, 64, 48, b"\xff\xd8 corrupt but never decoded")])
+    ff = FrameFaces.decode(out.value)
+    assert ff.status == "stale" and ff.faces == ()
+
+
+def test_detector_rejects_a_corrupt_jpeg_as_invalid():
+    process = detector_process(lambda rgb: [], GATES, "faces", max_frame_age_s=0)
+    with pytest.raises(InvalidMessage, match="not a decodable JPEG"):
+        process([Frame("cam", 0, 1.0, 64, 48, b"\xff\xd8\xff\xe0 truncated")])
+
+
+def crop_jpeg(v: int, size=150) -> bytes:
+    return cv2.imencode(".jpg", np.full((size, size, 3), v, np.uint8))[1].tobytes()
+
+
+def ff(seq, n, status="ok", size=150):
+    faces = tuple(DetectedFace((0.0, 0.0, 10.0, 10.0), 0.99, (0.0,) * 10, crop_jpeg(10 * i, size), 10.0, 50.0)
+                  for i in range(n))
+    return FrameFaces("cam", seq, 1.0, 64, 48, faces, status=status)
+
+
+def test_embedder_makes_one_model_call_and_one_output_per_live_frame():
+    calls = []
+
+    def embed(crops):
+        calls.append(crops.shape)
+        v = np.zeros((len(crops), 4), np.float32)
+        v[np.arange(len(crops)), 0] = 1
+        return v
+
+    process = embedder_process(embed, 150, "m1", "embeddings")
+    outs = process([ff(0, 2), ff(1, 0), ff(2, 1, status="stale"), ff(3, 3)])
+    assert calls == [(5, 150, 150, 3)], "all crops of the batch in one forward pass"
+    assert [len(o) for o in outs] == [1, 1, 0, 1], "stale frames end here; frames without faces go on"
+    decoded = [FrameEmbeddings.decode(o[0].value) for o in outs if o]
+    assert [len(d.faces) for d in decoded] == [2, 0, 3] and {d.model_version for d in decoded} == {"m1"}
+
+
+def test_embedder_rejects_crops_of_another_size():
+    process = embedder_process(lambda c: np.zeros((len(c), 4), np.float32), 150, "m1", "embeddings")
+    with pytest.raises(InvalidMessage, match="disagree on the checkpoint"):
+        process([ff(0, 1, size=112)])
