@@ -51,5 +51,15 @@ eval: models  ## LFW View 2 benchmark of the default model; writes out/eval/*.js
 bench-accuracy: models  ## dlib's model beside ours on the same LFW pairs, one JSON file
 	@$(PY) -m training.bench_accuracy $(BENCH_ACCURACY_ARGS)
 
+bench: models  ## every stage against its raw component, the pipeline under load (JSON in bench/results/)
+	@$(PY) scripts/stack.py up
+	rc=0; $(PY) -m bench.run $(BENCH_ARGS) || rc=$$?
+	exit $$rc
+
+bench-quick: models  ## the same, small sizes: a smoke run in under 3 minutes
+	@$(PY) scripts/stack.py up
+	rc=0; $(PY) -m bench.run --quick $(BENCH_ARGS) || rc=$$?
+	exit $$rc
+
 clean:  ## remove the run folder (broker data, logs); keeps .venv and the jars
 	rm -rf .run/stack
