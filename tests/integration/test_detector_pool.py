@@ -11,7 +11,7 @@ import pytest
 from services.local_pipeline import LocalPipeline
 from shared.schemas import Frame, FrameFaces
 from tests.conftest import consume_all
-from tests.integration.test_e2e import create_topics, delete_topics
+from tests.integration.conftest import create_topics, delete_topics
 
 pytestmark = pytest.mark.integration
 CAMERAS = [f"pool-cam-{i}" for i in range(6)]  # keys spread over the 4 partitions

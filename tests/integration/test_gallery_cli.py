@@ -8,7 +8,7 @@ import cv2
 import pytest
 import redis
 
-from tests.integration.test_e2e import facestream
+from tests.integration.conftest import facestream
 
 pytestmark = pytest.mark.integration
 
