@@ -6,7 +6,13 @@ not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Before numpy loads: OpenBLAS's own threads made the matcher's small products (64 x 1000) take 0.1 ms or
+# 20 ms at random on a loaded 2-core machine; one thread took 0.22 ms every time and was as fast or faster
+# at 100k and 1M identities (bench/results/matcher.json). Torch's threads are set per service.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from shared.config import ConfigError
 

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
-_E2E_BUCKETS = (.05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 5, 10, 20, 60)
+_E2E_BUCKETS = (.05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 20, 60)
 
 # --- every stage (label `stage`: ingest, detector, embedder, matcher) --------------------------------
 MESSAGES_IN = Counter("facestream_messages_in_total", "Messages consumed", ["stage", "topic"])

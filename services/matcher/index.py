@@ -29,7 +29,7 @@ class GalleryIndex:
         mats = [np.asarray(people[n], np.float32).reshape(len(people[n]), -1) for n in names]
         matrix = np.concatenate(mats)
         matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        owner = np.concatenate([np.full(len(m), i) for i, m in enumerate(mats)])
+        owner = np.repeat(np.arange(len(names)), [len(m) for m in mats])
         return cls(names, np.ascontiguousarray(matrix), owner, version, model_version)
 
     def __len__(self) -> int:

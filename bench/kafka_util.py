@@ -1,0 +1,133 @@
+"""Small Kafka helpers for the benchmarks and the scale-out test: unique topics, offsets, lag, bulk produce.
+
+Every run makes its own topics and groups (a random suffix), so nothing here reads or disturbs the
+demo's topics or another engineer's run, and `Topics` deletes them again on exit.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Topics:
+    """Create uniquely named topics; `close()` (or leaving the `with` block) deletes them."""
+    bootstrap: str
+    names: list[str] = field(default_factory=list)
+
+    def make(self, prefix: str, partitions: int) -> str:
+        name = f"{prefix}-{run_id()}"
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            admin.close()
+        self.names.append(name)
+        return name
+
+    def close(self) -> None:
+        if not self.names:
+            return
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.delete_topics(self.names)
+        finally:
+            admin.close()
+        self.names.clear()
+
+    def __enter__(self) -> "Topics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def delete_groups(bootstrap: str, groups: list[str]) -> None:
+    """Remove consumer groups a run made (they hold committed offsets of deleted topics otherwise)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_groups(groups)
+    except Exception:  # a group with a member still leaving is refused; it expires on its own
+        pass
+    finally:
+        admin.close()
+
+
+class Offsets:
+    """End offsets of topics and committed offsets of groups, from one long-lived pair of clients."""
+
+    def __init__(self, bootstrap: str):
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        self._parts: dict[str, list[TopicPartition]] = {}
+
+    def partitions(self, topic: str) -> list[TopicPartition]:
+        if topic not in self._parts:
+            ids = self.consumer.partitions_for_topic(topic) or set()
+            self._parts[topic] = [TopicPartition(topic, p) for p in sorted(ids)]
+        return self._parts[topic]
+
+    def end(self, topic: str) -> int:
+        """Messages ever written to `topic` (sum of its end offsets; the topics here are never trimmed)."""
+        return sum(self.consumer.end_offsets(self.partitions(topic)).values())
+
+    def committed(self, group: str, topic: str) -> int:
+        got = self.admin.list_group_offsets({group: None}).get(group, {})
+        return sum(max(0, om.offset) for tp, om in got.items() if tp.topic == topic)
+
+    def lag(self, group: str, topic: str) -> int:
+        """Messages in `topic` that `group` has not committed yet."""
+        return max(0, self.end(topic) - self.committed(group, topic))
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+
+def produce(bootstrap: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None,
+            partitions: int | None = None) -> int:
+    """Send every value and wait for all acknowledgements; with `partitions`, spread round-robin over them
+    (so that each consumer of a group gets work whatever the key hash does). Returns the count."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4_000_000)
+    n = 0
+    try:
+        keys = iter(keys) if keys is not None else None
+        futures = []
+        for v in values:
+            k = next(keys) if keys is not None else None
+            part = n % partitions if partitions else None
+            futures.append(producer.send(topic, key=k, value=v, partition=part))
+            n += 1
+        producer.flush()
+        for f in futures:
+            f.get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    return n
+
+
+def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list:
+    """Every record of `topic` from the start, until `expect` records or `timeout_s` (no group, no commit)."""
+    import time
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        out: list = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expect and time.monotonic() < deadline:
+            for recs in consumer.poll(timeout_ms=500).values():
+                out.extend(recs)
+        return out
+    finally:
+        consumer.close()
