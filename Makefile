@@ -24,13 +24,13 @@ down:  ## stop what `make up` started
 status:  ## is the stack running?
 	@python3 scripts/stack.py status
 
-test: setup  ## setup, up, the whole suite, down; non-zero on any failure
+test: models  ## setup, up, the whole suite, down; non-zero on any failure
 	@$(PY) scripts/stack.py up
 	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS) || rc=$$?
 	$(PY) scripts/stack.py down
 	exit $$rc
 
-test-unit: setup  ## only the tests that need no server
+test-unit: models  ## only the tests that need no server
 	@$(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 demo: models  ## the whole pipeline on a real Kafka and Redis over a sample clip, printing identity events

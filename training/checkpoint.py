@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from services.detector.align import AlignTemplate
+from training import model_meta
 
 FORMAT = "facestream-checkpoint/1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def _lazy(module: str, cls: str) -> Callable[[dict], nn.Module]:
 # arch name -> builder(arch_config) -> nn.Module. Add a tower with one line.
 ARCHS: dict[str, Callable[[dict], nn.Module]] = {
     "faceapi_resnet128": _lazy("training.faceapi_resnet", "FaceApiResNet"),
-    # "scratch_cnn": _lazy("training.towers", "ScratchCNN"),
+    "scratch_cnn": _lazy("training.towers", "ScratchCNN"),
 }
 
 
@@ -50,8 +51,7 @@ class CheckpointError(ValueError):
 
 def default_path() -> Path:
     """$FACESTREAM_MODEL if set, else models/facestream.pt in the repository."""
-    env = os.environ.get("FACESTREAM_MODEL")
-    return Path(env) if env else DEFAULT_CHECKPOINT
+    return model_meta.default_path()
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor], n: int = 8) -> str:
@@ -96,6 +96,7 @@ def write(path: str | Path, ckpt: dict) -> Path:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
+    model_meta.write_sidecar(path, ckpt)  # after the checkpoint: a sidecar never predates its file
     return path
 
 
@@ -111,7 +112,7 @@ def load(path: str | Path | None = None) -> dict:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: missing {missing}")
-    return ckpt
+    return {**ckpt, **model_meta.with_calibration(model_meta.meta_of(ckpt))}
 
 
 def template_of(ckpt: dict) -> AlignTemplate:
@@ -147,3 +148,4 @@ def set_threshold(path: str | Path, cosine: float, far: float, source: str, eval
     if eval_summary is not None:
         ckpt["eval"] = eval_summary
     write(path, ckpt)
+    model_meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], ckpt.get("eval"))

@@ -34,25 +34,43 @@ def trained_on(ckpt: dict) -> tuple[set[str], int | None]:
     return set(train.get("trained_people") or []), (None if fold is None else int(fold))
 
 
-def disjoint_filter(pairs: list[lfw.Pair], people: set[str], lfw_fold: int | None, is_lfw: bool
+def disjoint_filter(pairs: list[lfw.Pair], people: set[str], lfw_fold: int | None, is_view2: bool
                     ) -> tuple[np.ndarray, list[int] | None, dict]:
-    """Which pairs a model may be scored on: (keep mask, folds to report or None for all, report note).
-    A model trained with `lfw_fold=k` learnt from the people of every other fold: only fold k is reported,
-    its threshold chosen on the other folds' pairs as View 2's protocol allows for training data."""
-    keep = np.array([p.person1 not in people and p.person2 not in people for p in pairs], bool)
-    hit = sorted({n for p in pairs for n in (p.person1, p.person2) if n in people})
-    test_folds = [lfw_fold] if (lfw_fold is not None and is_lfw) else None
+    """Which pairs may be used: (keep mask, folds to score or None for all, report note). No pair of a
+    person the model trained on is ever scored. A model trained with `lfw_fold=k` learnt from the people of
+    every other View 2 fold: only fold k is scored; the other folds' pairs stay in only to choose fold k's
+    threshold, which View 2's protocol lets training data do."""
+    involves = np.array([p.person1 in people or p.person2 in people for p in pairs], bool)
+    folds = np.array([p.fold for p in pairs])
+    if lfw_fold is not None and is_view2:
+        test_folds = [lfw_fold]
+        excluded = involves & (folds == lfw_fold)
+        keep = ~excluded
+    else:
+        test_folds, excluded = None, involves
+        keep = ~involves
+    hit = sorted({n for p, x in zip(pairs, excluded) if x for n in (p.person1, p.person2) if n in people})
     note = {"trained_people_count": len(people), "trained_people": sorted(people), "lfw_fold": lfw_fold,
-            "excluded_pairs": int((~keep).sum()), "excluded_people": hit,
-            "scored_folds": "all" if test_folds is None else test_folds}
+            "excluded_pairs": int(excluded.sum()), "excluded_people": hit,
+            "scored_folds": "all" if test_folds is None else test_folds,
+            "threshold_only_pairs": int((keep & involves).sum())}
     return keep, test_folds, note
 
 
 def summarize(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, test_folds: list[int] | None,
               far: float) -> dict:
     """The protocol's figures: per-fold accuracy (threshold from the other folds), mean and std, AUC and
-    TAR at `far` over all the pairs scored (pooled: one fold has too few different pairs for FAR 1e-3)."""
+    TAR at `far` over all the pairs scored (pooled: one fold has too few different pairs for FAR 1e-3).
+    A set with a single fold has no other fold to choose a threshold on: it is chosen on the same pairs,
+    which flatters the accuracy, and `threshold_from` says so."""
     fr = pair_metrics.kfold_accuracy(scores, same, folds, test_folds)
+    threshold_from = "the other folds"
+    if not fr and len(set(folds.tolist())) == 1:
+        t, acc = pair_metrics.best_threshold(scores, same)
+        fr = [pair_metrics.FoldResult(int(folds[0]), t, acc, len(folds))]
+        threshold_from = "the same pairs (one fold only: optimistic)"
+    if not fr:
+        raise ValueError("no fold could be scored")
     accs = np.array([f.accuracy for f in fr])
     pool = np.isin(folds, [f.fold for f in fr])
     t, tar, got_far = pair_metrics.threshold_at_far(scores[pool], same[pool], far)
@@ -60,7 +78,7 @@ def summarize(scores: np.ndarray, same: np.ndarray, folds: np.ndarray, test_fold
             "folds": [vars(f) for f in fr], "auc": pair_metrics.roc_auc(scores[pool], same[pool]),
             "tar_at_far": {"far": far, "tar": tar, "threshold": t, "far_achieved": got_far,
                            "n_different_pairs": int((~same[pool]).sum())},
-            "n_pairs_scored": int(pool.sum())}
+            "n_pairs_scored": int(pool.sum()), "threshold_from": threshold_from}
 
 
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
@@ -91,11 +109,10 @@ def load_pair_set(pairs_file: str | None, images_root: str | None, fmt: str) -> 
         return lfw.read_lfw_pairs(root / "pairs.txt"), root / "images", "lfw-view2", "center"
     if images_root is None:
         raise SystemExit("--pairs needs --images-root")
-    pairs = lfw.read_tsv_pairs(pairs_file) if fmt == "tsv" else lfw.read_lfw_pairs(pairs_file)
-    root = Path(images_root)
+    root, stem = Path(images_root), Path(pairs_file).stem
     if fmt == "lfw":
-        return pairs, root, Path(pairs_file).stem, "center"
-    return pairs, root, Path(pairs_file).stem, "largest"
+        return lfw.read_lfw_pairs(pairs_file), root, "lfw-view2" if stem == "pairs" else f"lfw-{stem}", "center"
+    return lfw.read_tsv_pairs(pairs_file), root, stem, "largest"
 
 
 def aligned_for(pairs: list, root: Path, template, rule: str, min_face_size: int, quiet: bool):
@@ -120,13 +137,14 @@ def pair_scores(emb: np.ndarray, found: np.ndarray, index: dict[str, int], pairs
 
 def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str, *, flip: bool | None,
              far: float, min_face_size: int = 40, quiet: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Evaluate one checkpoint: (report, scores of the kept pairs, same labels of the kept pairs)."""
+    """Evaluate one checkpoint: (report, scores and same-labels of the pairs scored)."""
     from training.embedding_model import EmbeddingModel
 
     model = EmbeddingModel.load(model_path, device="auto", flip_average=flip)
     ckpt_train = checkpoint.load(model_path)
     t0 = time.perf_counter()
-    keep, test_folds, note = disjoint_filter(pairs, *trained_on(ckpt_train), is_lfw=dataset.startswith("lfw"))
+    keep, test_folds, note = disjoint_filter(pairs, *trained_on(ckpt_train),
+                                            is_view2=dataset.startswith("lfw-view2"))
     kept = [p for p, k in zip(pairs, keep) if k]
     if not kept:
         raise SystemExit("every pair involves people this model trained on: nothing to score")
@@ -138,8 +156,9 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
     same = np.array([p.same for p in kept])
     folds = np.array([p.fold for p in kept])
     summary = summarize(scores, same, folds, test_folds, far)
+    scored = np.isin(folds, [f["fold"] for f in summary["folds"]])
     no_face = [p for p, f in zip(aligned.paths, aligned.found) if not f]
-    bad = scores == NO_FACE_SCORE
+    bad = (scores == NO_FACE_SCORE) & scored
     report = {
         "model": str(model_path), "model_version": model.model_version, "arch": model.arch,
         "flip_average": model.flip_average, "device": str(model.device), "dataset": dataset,
@@ -153,7 +172,7 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
                     "images": len(aligned.paths)},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return report, scores, same
+    return report, scores[scored], same[scored]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,11 +239,12 @@ def print_summary(r: dict, out: Path) -> None:
     idj, nf, ta = r["identity_disjoint"], r["no_face"], r["tar_at_far"]
     print(f"{r['dataset']}  model {r['model_version']}  flip={r['flip_average']}  device {r['device']}")
     print(f"  accuracy {100 * r['accuracy_mean']:.2f}% +- {100 * r['accuracy_std']:.2f} over {len(r['folds'])} "
-          f"folds (threshold from the other folds)   AUC {r['auc']:.4f}   "
+          f"folds (threshold from {r['threshold_from']})   AUC {r['auc']:.4f}   "
           f"TAR {100 * ta['tar']:.2f}% at FAR {ta['far']:g} (cosine >= {ta['threshold']:.4f})")
     print(f"  pairs scored {r['n_pairs_scored']} of {r['n_pairs_total']}; excluded (trained on their people): "
           f"{idj['excluded_pairs']}; model trained on {idj['trained_people_count']} people"
-          + (f", LFW fold {idj['lfw_fold']} held out" if idj["lfw_fold"] is not None else ""))
+          + (f", LFW fold {idj['lfw_fold']} held out ({idj['threshold_only_pairs']} pairs of its training "
+             "people only chose the threshold)" if idj["lfw_fold"] is not None else ""))
     print(f"  no face found in {len(nf['images'])} images -> {nf['pairs']} pairs scored 'different' "
           f"({nf['same_pairs_counted_wrong']} of them same pairs, so errors)")
     if "calibration" in r:

@@ -141,18 +141,10 @@ def _save_cache(d: Path, s: AlignedSet, settings: dict) -> None:
     (d / "settings.json").write_text(json.dumps(settings, indent=1))
 
 
-def align_images(paths: Sequence[str], images_root: str | Path, detector: FaceDetector, rule: PickRule,
-                 progress: Callable[[Iterable], Iterable] | None = None, use_cache: bool = True) -> AlignedSet:
-    """Detect and align one face per image (chosen by `rule`), each image once: results are cached under
-    .run/cache/aligned/<hash of root + detector settings + template + rule>/ and grown as new images come."""
-    root = Path(images_root)
-    d = _cache_dir(root, detector, rule)
-    old = _load_cache(d) if use_cache else None
-    known = old.index() if old else {}
-    todo = [p for p in dict.fromkeys(paths) if p not in known]
+def _detect(paths: Sequence[str], root: Path, detector: FaceDetector, rule: PickRule) -> AlignedSet:
     size = detector.template.size
     rows = {k: [] for k in ("crops", "found", "n_faces", "boxes", "probs", "landmarks")}
-    for p in (progress(todo) if progress else todo):
+    for p in paths:
         rgb = load_rgb(root / p)
         faces = detector.detect(rgb)
         face = pick_face(faces, rgb.shape, rule)
@@ -162,21 +154,70 @@ def align_images(paths: Sequence[str], images_root: str | Path, detector: FaceDe
         rows["boxes"].append(face.box if face else (0.0, 0.0, 0.0, 0.0))
         rows["probs"].append(face.prob if face else 0.0)
         rows["landmarks"].append(face.landmarks if face else np.zeros((5, 2), np.float32))
-    if todo:
-        new = AlignedSet(list(todo), np.stack(rows["crops"]), np.array(rows["found"], bool),
-                         np.array(rows["n_faces"], np.int32), np.array(rows["boxes"], np.float32),
-                         np.array(rows["probs"], np.float32), np.array(rows["landmarks"], np.float32))
-        merged = new if old is None else AlignedSet(
-            old.paths + new.paths, np.concatenate([old.crops, new.crops]),
-            *(np.concatenate([getattr(old, k), getattr(new, k)]) for k in ("found", "n_faces", "boxes", "probs",
-                                                                             "landmarks")))
+    crops = np.stack(rows["crops"]) if paths else np.zeros((0, size, size, 3), np.uint8)
+    return AlignedSet(list(paths), crops, np.array(rows["found"], bool),
+                      np.array(rows["n_faces"], np.int32), np.array(rows["boxes"], np.float32).reshape(-1, 4),
+                      np.array(rows["probs"], np.float32), np.array(rows["landmarks"], np.float32).reshape(-1, 5, 2))
+
+
+_FIELDS = ("crops", "found", "n_faces", "boxes", "probs", "landmarks")
+
+
+def _merge(old: AlignedSet | None, new: AlignedSet) -> AlignedSet:
+    if old is None:
+        return new
+    return AlignedSet(old.paths + new.paths, *(np.concatenate([getattr(old, k), getattr(new, k)]) for k in _FIELDS))
+
+
+def _rows(s: AlignedSet, rows: Sequence[int]) -> AlignedSet:
+    idx = np.asarray(rows, dtype=np.int64)
+    return AlignedSet([s.paths[i] for i in idx], *(np.asarray(getattr(s, k)[idx]) for k in _FIELDS))
+
+
+def _save_merged(d: Path, have: AlignedSet, settings: dict) -> AlignedSet:
+    """Save under a lock, first taking in what another process (training, a second eval) added meanwhile,
+    so that two runs sharing a cache do not drop each other's work."""
+    import fcntl
+
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = _load_cache(d)
+        if disk is not None:
+            mine = set(have.paths)
+            extra = [i for i, p in enumerate(disk.paths) if p not in mine]
+            if extra:
+                have = _merge(have, _rows(disk, extra))
+        _save_cache(d, have, settings)
+    return have
+
+
+def align_images(paths: Sequence[str], images_root: str | Path, detector: FaceDetector, rule: PickRule,
+                 progress: Callable[[Iterable], Iterable] | None = None, use_cache: bool = True,
+                 save_every: int = 2000) -> AlignedSet:
+    """Detect and align one face per image (chosen by `rule`), each image once: results are cached under
+    .run/cache/aligned/<hash of root + detector settings + template + rule>/, grown as new images come
+    and saved every `save_every` images, so that an interrupted run keeps most of its work."""
+    root = Path(images_root)
+    d = _cache_dir(root, detector, rule)
+    settings = {"images_root": str(root.resolve()), "detector": detector.settings_key(), "rule": rule,
+                "template": detector.template.to_dict()}
+    have = _load_cache(d) if use_cache else None
+    known = set(have.paths) if have else set()
+    todo = [p for p in dict.fromkeys(paths) if p not in known]
+    bar = progress(todo) if progress else todo  # one progress bar over all the chunks
+    it = iter(bar)
+    for start in range(0, len(todo), save_every):
+        chunk = [next(it) for _ in todo[start:start + save_every]]
+        have = _merge(have, _detect(chunk, root, detector, rule))
         if use_cache:
-            _save_cache(d, merged, {"images_root": str(root.resolve()), "detector": detector.settings_key(),
-                                    "rule": rule, "template": detector.template.to_dict()})
-        old, known = merged, merged.index()
-    sel = np.array([known[p] for p in paths], dtype=np.int64)
-    return AlignedSet([old.paths[i] for i in sel], np.asarray(old.crops[sel]), old.found[sel], old.n_faces[sel],
-                      old.boxes[sel], old.probs[sel], old.landmarks[sel])
+            have = _save_merged(d, have, settings)
+    if hasattr(bar, "close"):
+        bar.close()
+    if have is None:  # no paths asked for, nothing cached
+        return _detect([], root, detector, rule)
+    index = have.index()
+    return _rows(have, [index[p] for p in paths])
 
 
 def align_people(people: Iterable[str], images_root: str | Path, detector: FaceDetector,
@@ -187,7 +228,5 @@ def align_people(people: Iterable[str], images_root: str | Path, detector: FaceD
     root = Path(images_root)
     paths = [f"{name}/{f.name}" for name in people for f in sorted((root / name).glob("*.jpg"))]
     s = align_images(paths, root, detector, rule, progress)
-    keep = np.flatnonzero(s.found)
-    kept = AlignedSet([s.paths[i] for i in keep], s.crops[keep], s.found[keep], s.n_faces[keep], s.boxes[keep],
-                      s.probs[keep], s.landmarks[keep])
+    kept = _rows(s, np.flatnonzero(s.found))
     return kept, [p.split("/")[0] for p in kept.paths]

@@ -39,11 +39,11 @@ def build(cfg: DetectorConfig) -> Stage:
 
     from services.detector.faces import FaceDetector
     from services.detector.stage import Gates, make_process
-    from training import checkpoint
+    from training import checkpoint, model_meta
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    template = checkpoint.template_of(checkpoint.load(Path(cfg.model) if cfg.model else None))
+    template = checkpoint.template_of(model_meta.read_meta(Path(cfg.model) if cfg.model else model_meta.default_path()))
     detector = FaceDetector(template, min_face_size=cfg.min_face_size, device=cfg.device)
     gates = Gates(cfg.min_face_size, cfg.min_prob, cfg.min_sharpness, cfg.max_faces)
     process = make_process(detector.detect, gates, cfg.faces_topic, cfg.max_frame_age_ms / 1000,

@@ -77,9 +77,12 @@ class LiveIndex:
 
 def build(cfg: MatcherConfig) -> Stage:
     from services.matcher.stage import Matcher
-    from training import checkpoint
+    from training import model_meta  # not torch: the matcher needs only the version and the threshold
 
-    ckpt = checkpoint.load(Path(cfg.model) if cfg.model else None)
+    path = Path(cfg.model) if cfg.model else model_meta.default_path()
+    if not path.exists():
+        raise ConfigError(f"no checkpoint at {path} (run `make models`)")
+    ckpt = model_meta.read_meta(path)
     threshold = cfg.threshold
     if threshold is None:
         if not ckpt.get("threshold"):
