@@ -35,6 +35,22 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
+def summary(stages, elapsed_s: float) -> None:
+    """Frames per stage and the matcher's capture-to-decision latency (histogram quantiles)."""
+    from bench import promtext
+
+    frames = {s.name.split("-")[0]: int(s.metric("facestream_messages_in_total")) for s in stages}
+    stale = int(stages[0].metric("facestream_stale_dropped_total"))
+    samples = promtext.parse(stages[2].get("/metrics")[1])
+    e2e = promtext.buckets(samples, "facestream_end_to_end_latency_seconds")
+    p50, p99 = promtext.quantile(e2e, 0.5), promtext.quantile(e2e, 0.99)
+    events = int(promtext.total(samples, "facestream_identity_events_total"))
+    print(f"== done in {elapsed_s:.1f} s: frames per stage {json.dumps(frames)} "
+          f"({', '.join(f'{k} {v / elapsed_s:.1f}/s' for k, v in frames.items())}); {stale} dropped as stale; "
+          f"capture->decision latency p50 {p50 or 0:.2f} s, p99 {p99 or 0:.2f} s (matcher histogram); "
+          f"{events} identity event(s)", flush=True)
+
+
 def main() -> int:
     args = parse()
     clip = DATA / "videos" / args.clip
@@ -62,6 +78,7 @@ def main() -> int:
                 pipe.wait_ready(svc)
             events = subprocess.Popen([*fs, "events", "--idle-exit-s", "3600"], cwd=ROOT)
             time.sleep(2)  # the subscriber joins before the first event can exist
+            t_start = time.monotonic()
             ingest = pipe.start("ingest", "--camera", f"demo-cam={urls['camera']}", "--fps", str(args.fps),
                                 "--max-width", str(args.max_width), "--max-frames", str(clip_frames(clip, args.fps)),
                                 wait_ready=False)
@@ -70,11 +87,9 @@ def main() -> int:
             print("== identity events (camera, name or unknown, score, track):", flush=True)
             ingest.proc.wait(timeout=600)  # ends after the clip's frames (the RTSP stream replays on reconnect)
         pipe.wait_drained()
+        elapsed = time.monotonic() - t_start - 4.0  # wait_drained's quiet period is not work
         time.sleep(3)  # tracks of a camera gone quiet end (and get their final decision) after ~3 s
-        matcher = pipe.services[2]
-        frames = {s.name: s.metric("facestream_messages_in_total") for s in pipe.services[:3]}
-        print(f"== done: consumed per stage: {json.dumps({k: int(v) for k, v in frames.items()})}; "
-              f"identity events: {int(matcher.metric('facestream_identity_events_total'))}", flush=True)
+        summary(pipe.services[:3], elapsed)
     finally:
         codes = pipe.stop()
         if events:
