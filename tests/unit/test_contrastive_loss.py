@@ -86,3 +86,11 @@ def test_rejects_a_non_positive_margin_and_mismatched_shapes():
         ContrastiveLoss(margin=0.0)
     with pytest.raises(ValueError):
         ContrastiveLoss()(A, torch.cat([B, B]), torch.tensor([1]))
+
+
+def test_balanced_weighs_same_and_different_pairs_equally():
+    """One same pair (0.045) and three different pairs (0.245, 0.245, 0): (0.045 + 0.49 / 3) / 2."""
+    ea = torch.cat([A, A, A, A])
+    eb = torch.cat([B, B, B, torch.tensor([[1.7, 0.1]])])
+    loss = ContrastiveLoss(margin=1.0, normalize=False).balanced(ea, eb, torch.tensor([1, 0, 0, 0]))
+    assert loss.item() == pytest.approx((0.045 + 0.49 / 3) / 2, abs=1e-6)

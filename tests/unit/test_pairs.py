@@ -80,3 +80,23 @@ def test_identity_folders_are_read_in_sorted_order(tmp_path):
     assert ids.names == ["alice", "bob"]
     assert ids.labels.tolist() == [0, 1, 1]
     assert [p.name for p in ids.paths] == ["0.jpg", "0.jpg", "1.jpg"]
+
+
+def test_people_batches_hold_several_images_of_each_person():
+    from training.pairs import PeopleSampler
+
+    rows = PeopleSampler(LABELS, people=4, per_person=3, seed=0).batch(0)
+    people, counts = np.unique(LABELS[rows], return_counts=True)
+    assert len(people) == 4 and 0 not in people  # person 0 has one image: no same pair possible
+    assert len(set(rows.tolist())) == len(rows)  # no image twice
+    # everyone gets min(3, their image count)
+    assert all(c == min(3, (LABELS == p).sum()) for p, c in zip(people, counts))
+    assert np.array_equal(rows, PeopleSampler(LABELS, 4, 3, seed=0).batch(0))
+
+
+def test_all_pairs_lists_each_unordered_pair_once():
+    from training.pairs import all_pairs
+
+    i, j, same = all_pairs(torch.tensor([7, 7, 3, 7]))
+    assert list(zip(i.tolist(), j.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert same.tolist() == [True, False, True, False, True, False]

@@ -62,6 +62,15 @@ def test_resume_continues_from_the_saved_step(dry_run, tmp_path):
     assert after["optimizer"]["state"][0]["step"] > before["optimizer"]["state"][0]["step"]
 
 
+@pytest.mark.parametrize("variant", [["--pairing", "batch-all", "--people-per-batch", "6", "--images-per-person", "3"],
+                                     ["--hard-negatives", "--batch-pairs", "8"]])
+def test_other_pairings_train(variant, tmp_path, data_dir):
+    assert main(["--dry-run", "--quiet", "--out", str(tmp_path), "--steps", "4", "--val-people", "0", *variant]) == 0
+    tr = checkpoint.load(tmp_path / "ckpt.pt")["train"]
+    assert tr["step"] == 4 and all(np.isfinite(tr["history"]["loss"]))
+    assert tr["config"]["pairing"] == ("batch-all" if "batch-all" in variant else "sampled")
+
+
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     kw = dict(base_lr=1.0, warmup_steps=10, total_steps=110, min_lr=0.1)
     assert lr_at(0, **kw) == pytest.approx(0.1)

@@ -1,0 +1,52 @@
+"""Training curves as a PNG: the loss, and how far apart same-person and different-person pairs sit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def ema(values: list[float], alpha: float = 0.1) -> np.ndarray:
+    """Exponential moving average, to see the trend through the noise of small batches."""
+    out, acc = np.empty(len(values)), None
+    for i, v in enumerate(values):
+        acc = v if acc is None else (1 - alpha) * acc + alpha * v
+        out[i] = acc
+    return out
+
+
+def plot_curves(history: dict[str, list[float]], path: str | Path, title: str, margin: float | None = None) -> Path:
+    """`history` holds equally long lists "step", "loss", "d_same", "d_diff", "lr", and optionally
+    "val_step" with "val_acc" (accuracy on held-out people). Writes a PNG with the Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    panels = 3 if history.get("val_step") else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8))
+    step = history["step"]
+    ax = axes[0]
+    ax.plot(step, history["loss"], color="tab:blue", alpha=0.3, lw=0.8, label="batch")
+    ax.plot(step, ema(history["loss"]), color="tab:blue", label="moving average")
+    ax.set(xlabel="step", ylabel="contrastive loss", title="loss")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(step, ema(history["d_same"]), color="tab:green", label="same person")
+    ax.plot(step, ema(history["d_diff"]), color="tab:red", label="different people")
+    if margin is not None:
+        ax.axhline(margin, color="grey", ls=":", lw=0.8, label=f"margin {margin:g}")
+    ax.set(xlabel="step", ylabel="mean distance in the batch", title="pair distances (training)")
+    ax.legend(fontsize=8)
+    if panels == 3:
+        ax = axes[2]
+        ax.plot(history["val_step"], 100 * np.asarray(history["val_acc"]), marker="o", color="tab:purple")
+        ax.set(xlabel="step", ylabel="accuracy %", title="held-out people, best threshold")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

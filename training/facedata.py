@@ -1,0 +1,108 @@
+"""Training faces in memory: uint8 crops at the tower's input size, with a label per crop.
+
+Three sources: identity folders of photos (detected and aligned like the pipeline does), identity folders
+of ready face crops (ORL: resized only), and LFW's people outside one View 2 fold (aligned, cached by
+`training.lfw`), so that the model can later be scored on that fold without seeing any of its people.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import cv2
+import numpy as np
+
+from services.detector.align import DLIB_150, AlignTemplate
+from training.pairs import scan_identity_folders
+
+Progress = Callable[[Iterable], Iterable] | None
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    """crops[i] (S x S x 3 uint8 RGB) shows person names[labels[i]]."""
+    crops: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def scaled_template(template: AlignTemplate, size: int) -> AlignTemplate:
+    """The same framing at another crop size (a 150-px dlib chip resized to `size`)."""
+    if size == template.size:
+        return template
+    r = size / template.size
+    # Pixel centres: x' + 0.5 = (x + 0.5) * r, as cv2.resize maps them.
+    return AlignTemplate(f"{template.name}@{size}", size, (template.points + 0.5) * r - 0.5)
+
+
+def realign(paths: list[str], landmarks: np.ndarray, root: Path, template: AlignTemplate) -> np.ndarray:
+    """Crops warped straight onto `template` from the detector's landmarks (cached at the 150-px template):
+    the very crops the pipeline makes at that template, without running MTCNN again. Resizing 150-px chips
+    instead would differ from the pipeline's direct bilinear warp (which aliases when it shrinks)."""
+    from services.detector.align import align
+    from services.detector.faces import load_rgb
+
+    blank = np.zeros((template.size, template.size, 3), np.uint8)  # rows where no face was found
+    return np.stack([align(load_rgb(root / p), lm, template) if np.ptp(lm) > 0 else blank
+                     for p, lm in zip(paths, landmarks)])
+
+
+def _crops_at(s, rows: np.ndarray, root: Path, size: int) -> np.ndarray:
+    """Rows of an aligned set (cut at the 150-px template) as crops of `size` px, as the pipeline would cut
+    them for the template scaled to that size."""
+    if size == DLIB_150.size:
+        return np.asarray(s.crops[rows])
+    return realign([s.paths[i] for i in rows], s.landmarks[rows], root, scaled_template(DLIB_150, size))
+
+
+def _square(rgb: np.ndarray) -> np.ndarray:
+    """Centre crop to a square (ORL is 92 x 112: this trims forehead and chin a little)."""
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    return rgb[y:y + s, x:x + s]
+
+
+def load_crop_folders(root: str | Path, size: int) -> FaceSet:
+    """Identity folders whose images already are face crops: centre-square, resize, no detection."""
+    from services.detector.faces import load_rgb
+
+    ids = scan_identity_folders(root)
+    crops = np.stack([cv2.resize(_square(load_rgb(p)), (size, size), interpolation=cv2.INTER_AREA)
+                      for p in ids.paths])
+    return FaceSet(crops, ids.labels, ids.names, f"crops:{Path(root).resolve()}")
+
+
+def load_photo_folders(root: str | Path, size: int, progress: Progress = None) -> FaceSet:
+    """Identity folders of photos: MTCNN + the dlib-150 template (the pipeline's detector), the largest
+    face of each photo, cached; photos with no face are dropped."""
+    from services.detector.faces import FaceDetector
+    from training import lfw
+
+    root = Path(root)
+    ids = scan_identity_folders(root)
+    rel = [str(p.relative_to(root)) for p in ids.paths]
+    s = lfw.align_images(rel, root, FaceDetector(DLIB_150), "largest", progress=progress)
+    keep = np.flatnonzero(s.found)
+    return FaceSet(_crops_at(s, keep, root, size), ids.labels[keep], ids.names, f"photos:{root.resolve()}")
+
+
+def load_lfw_other_folds(fold: int, size: int, progress: Progress = None) -> tuple[FaceSet, list[str]]:
+    """LFW people of every `people.txt` fold but `fold`, aligned like eval aligns LFW (face nearest the
+    centre). Returns the set and the sorted list of those people (the checkpoint's `trained_people`)."""
+    from services.detector.faces import FaceDetector
+    from training import lfw
+
+    root = lfw.data_root() / "lfw"
+    people = sorted(lfw.people_outside_fold(root / "people.txt", fold))
+    s, person_of_row = lfw.align_people(people, root / "images", FaceDetector(DLIB_150), "center", progress)
+    names = sorted(set(person_of_row))
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[n] for n in person_of_row], np.int64)
+    crops = _crops_at(s, np.arange(len(s.paths)), root / "images", size)
+    return FaceSet(crops, labels, names, f"lfw-people-outside-fold-{fold}"), people
