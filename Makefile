@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
-.PHONY: help setup up down status test test-unit test-integration demo models train eval bench bench-quick bench-accuracy clean
+.PHONY: help setup up down status test test-unit demo models train eval calibrate bench bench-quick bench-accuracy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,6 +47,9 @@ train: models  ## fine-tune the Siamese tower with contrastive loss (see README 
 
 eval: models  ## LFW View 2 benchmark of the default model; writes out/eval/*.json and the ROC plot
 	@$(VENV)/bin/facestream eval $(EVAL_ARGS)
+
+calibrate: models  ## LFW View 2 at FAR 1e-3: the matcher's threshold, into the checkpoint and models/calibration.json
+	@$(VENV)/bin/facestream eval --calibrate-far 1e-3 --write-threshold --record-calibration $(EVAL_ARGS)
 
 bench-accuracy: models  ## dlib's model beside ours on the same LFW pairs, one JSON file
 	@$(PY) -m training.bench_accuracy $(BENCH_ACCURACY_ARGS)

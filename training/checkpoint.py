@@ -148,4 +148,3 @@ def set_threshold(path: str | Path, cosine: float, far: float, source: str, eval
     if eval_summary is not None:
         ckpt["eval"] = eval_summary
     write(path, ckpt)
-    model_meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], ckpt.get("eval"))

@@ -4,6 +4,7 @@
     facestream eval --model models/faceapi_resnet128.pt --no-flip --json out/eval/x.json
     facestream eval --pairs my_pairs.tsv --images-root /data/photos --format tsv
     facestream eval --calibrate-far 1e-3 --write-threshold     # store the cosine threshold in the checkpoint
+    make calibrate     # the same on LFW View 2, also recorded in models/calibration.json (committed)
 
 Faces are found and aligned exactly as in the pipeline (MTCNN + the checkpoint's template); LFW takes the
 face nearest the image centre, other sets the largest. A pair where either image has no face found is
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import checkpoint, lfw, pair_metrics
+from training import checkpoint, lfw, model_meta, pair_metrics
 
 NO_FACE_SCORE = -2.0
 DEFAULT_OUT = checkpoint.REPO_ROOT / "out" / "eval"
@@ -187,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--far", type=float, default=1e-3, help="false-accept rate for TAR@FAR (default 1e-3)")
     p.add_argument("--calibrate-far", type=float, default=None, help="compute the cosine threshold at this FAR")
     p.add_argument("--write-threshold", action="store_true", help="store that threshold into the checkpoint")
+    p.add_argument("--record-calibration", action="store_true",
+                   help="also record it in models/calibration.json (committed), so that a checkpoint made "
+                        "again from the same weights on another machine gets it; only for the full benchmark")
     p.add_argument("--min-face-size", type=int, default=40, help="MTCNN's smallest face, px (pipeline default)")
     p.add_argument("--json", type=Path, default=None, help="report path (default out/eval/<model>_<set>.json)")
     p.add_argument("--limit-folds", type=int, default=None, help="only the first N folds (quick checks)")
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.write_threshold and a.calibrate_far is None:
         p.error("--write-threshold needs --calibrate-far")
+    if a.record_calibration and not a.write_threshold:
+        p.error("--record-calibration needs --write-threshold")
     import torch
     torch.set_num_threads(a.threads)
 
@@ -220,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             summary = {k: report[k] for k in ("dataset", "accuracy_mean", "accuracy_std", "auc", "tar_at_far",
                                               "flip_average", "date")}
             checkpoint.set_threshold(model_path, t, a.calibrate_far, source, eval_summary=summary)
+            if a.record_calibration:
+                ckpt = checkpoint.load(model_path)
+                model_meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], summary)
             report["calibration"]["written"] = True
     report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
 

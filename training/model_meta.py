@@ -5,8 +5,9 @@ template; importing torch for that cost the matcher 670 MB of memory (bench/resu
 every checkpoint written by `training.checkpoint.write` gets a JSON sidecar (`facestream.pt` ->
 `facestream.json`) with its non-tensor fields, and `read_meta` reads that.
 
-Calibrations: `facestream eval --calibrate-far F --write-threshold` stores the threshold in the checkpoint
-and also records it in `models/calibration.json`, which is committed. A checkpoint made again from the
+Calibrations: `facestream eval --calibrate-far F --write-threshold` stores the threshold in the checkpoint;
+with `--record-calibration` (what `make calibrate` runs on LFW View 2) it also records it in
+`models/calibration.json`, which is committed. A checkpoint made again from the
 same weights (`make models` on a fresh machine: the model version carries a hash of the weights) gets the
 recorded threshold when it is loaded, so the matcher starts without a 30-minute evaluation first.
 """
