@@ -4,7 +4,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
-DATA ?= ../shared/data
+# Face data: ../shared/data beside the checkout; a clone elsewhere (a CI workspace) falls back to the
+# workplace's copy at /work/shared/data. Override with DATA=... or FACESTREAM_DATA.
+DATA ?= $(firstword $(wildcard ../shared/data /work/shared/data) ../shared/data)
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
 .PHONY: help setup up down status test test-unit demo models train eval calibrate bench bench-quick bench-accuracy clean
