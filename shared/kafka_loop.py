@@ -100,6 +100,7 @@ class _Assignment(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked):
         log.info("%s: partitions revoked: %s", self.stage, sorted(tp.partition for tp in revoked))
+        metrics.ASSIGNED_PARTITIONS.labels(self.stage).set(0)  # eager rebalancing: all go, then some return
         for tp in revoked:  # a partition another member now owns must not keep reporting our old lag
             try:
                 metrics.CONSUMER_LAG.remove(self.stage, tp.topic, str(tp.partition))

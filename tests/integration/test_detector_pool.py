@@ -29,9 +29,13 @@ def test_two_detectors_share_partitions_and_a_kill_loses_no_frame(kafka_bootstra
         b = pipe.start("detector", *args, wait_ready=False)
         pipe.wait_ready(a)
         pipe.wait_ready(b)
-        time.sleep(2)  # both members in the group, partitions split between them
-        assert a.metric("facestream_assigned_partitions") + b.metric("facestream_assigned_partitions") == 4
-        assert a.metric("facestream_assigned_partitions") >= 1 and b.metric("facestream_assigned_partitions") >= 1
+        deadline = time.monotonic() + 60  # both members join, then the group splits the partitions
+        while True:
+            held = (a.metric("facestream_assigned_partitions"), b.metric("facestream_assigned_partitions"))
+            if sum(held) == 4 and min(held) >= 1:
+                break
+            assert time.monotonic() < deadline, f"partitions never split between the two detectors: {held}"
+            time.sleep(0.5)
 
         clip = data_dir / "videos/obama_whcd2016_4s.mp4"  # 60 frames at 15 fps
         cams = [x for c in CAMERAS for x in ("--camera", f"{c}={clip}")]
