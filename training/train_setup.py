@@ -18,7 +18,7 @@ from training.facedata import (FaceSet, load_crop_folders, load_lfw_other_folds,
                                scaled_template)
 
 SCRATCH, FACEAPI = "scratch", "faceapi"
-DEFAULT_LR = {SCRATCH: 3e-3, FACEAPI: 2e-5}  # fine-tuning moves pretrained weights gently
+DEFAULT_LR = {SCRATCH: 3e-3, FACEAPI: 1e-4}  # faceapi: relative (see --relative-lr); fine-tuning moves gently
 SCRATCH_NORM = checkpoint.FALLBACK_INPUT_NORM  # pixels to [-1, 1]
 
 
@@ -48,6 +48,8 @@ class TrainConfig:
     hard_negatives: bool = _opt(False, "pair each different-pair image with its closest other person in the batch")
     margin: float = _opt(1.0, "contrastive margin on unit-length embeddings (distance in [0, 2])")
     lr: float | None = _opt(None, f"peak learning rate (default {DEFAULT_LR})")
+    relative_lr: bool | None = _opt(None, "scale each tensor's lr by its starting RMS (default: on for faceapi, "
+                                          "whose conv weights are ~1e-3 beside scales ~9)")
     min_lr_ratio: float = _opt(0.05, "the cosine schedule ends at lr x this")
     warmup_steps: int = _opt(100, "linear warmup steps")
     weight_decay: float = _opt(0.05, "AdamW weight decay (weights of conv/linear layers only)")
