@@ -34,13 +34,13 @@ class TrainConfig:
     lfw_fold: int | None = _opt(None, "train on LFW people of every people.txt fold but this one (0-9)")
     init: str = _opt(str(checkpoint.REPO_ROOT / "models" / "faceapi_resnet128.pt"), "pretrained checkpoint (faceapi)")
     freeze: int = _opt(0, "faceapi: freeze this many leading stages (1 = the stem, 2 = stem + first block, ...)")
-    input_size: int = _opt(112, "scratch: input side in pixels (faceapi is fixed at its checkpoint's)")
+    input_size: int = _opt(64, "scratch: input side in pixels, e.g. 64, 100, 112 (faceapi: its checkpoint's)")
     in_channels: int = _opt(1, "scratch: 1 = grey (luma of the RGB crop), 3 = RGB")
     width: int = _opt(32, "scratch: channels of the first stage (then x2, x4, x8)")
     dropout: float = _opt(0.2, "scratch: dropout before the embedding layer")
-    steps: int = _opt(3000, "optimizer steps in all (a resumed run continues to this)")
-    pairing: str = _opt("sampled", "sampled (balanced random pairs) or batch-all (every pair among P people x K "
-                                    "images; same and different pairs weighted equally)")
+    steps: int = _opt(2400, "optimizer steps in all (a resumed run continues to this)")
+    pairing: str = _opt("batch-all", "batch-all (every pair among P people x K images, same and different pairs "
+                                      "weighted equally) or sampled (balanced random pairs)")
     batch_pairs: int = _opt(64, "sampled: pairs per step (2x images)")
     people_per_batch: int = _opt(32, "batch-all: people per step")
     images_per_person: int = _opt(4, "batch-all: images per person per step (fewer when a person has fewer)")
@@ -72,8 +72,9 @@ class TrainConfig:
 
 # --dry-run: a few steps on ORL (39 people, 390 grey crops), small and fast; CI runs it. One thread: beside
 # other jobs on a 2-core machine, two OpenMP threads wait on each other and run 2-7x slower than one.
-DRY_RUN = dict(data_kind="crops", input_size=64, width=16, steps=40, batch_pairs=24, warmup_steps=5,
-               log_every=1, ckpt_every=20, val_people=0.2, val_pairs=200, val_every=20, threads=1)
+DRY_RUN = dict(data_kind="crops", input_size=64, width=16, steps=40, people_per_batch=8, images_per_person=3,
+               batch_pairs=24, warmup_steps=5, log_every=1, ckpt_every=20, val_people=0.2, val_pairs=200,
+               val_every=20, threads=1)
 
 
 def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
@@ -123,6 +124,7 @@ class TowerSpec:
     input_norm: dict
     embedding_dim: int
     lr: float
+    relative_lr: bool
     init: str | None
     frozen: list[str]
 
@@ -132,6 +134,7 @@ def build_tower(cfg: TrainConfig, resumed: dict | None) -> tuple[nn.Module, Towe
     from training.towers import ScratchCNN, freeze_faceapi_blocks
 
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.tower]
+    relative = cfg.relative_lr if cfg.relative_lr is not None else cfg.tower == FACEAPI
     if resumed is not None or cfg.tower == FACEAPI:
         ckpt = resumed if resumed is not None else checkpoint.load(cfg.init)
         tower = checkpoint.build_model(ckpt).train()
@@ -139,12 +142,12 @@ def build_tower(cfg: TrainConfig, resumed: dict | None) -> tuple[nn.Module, Towe
         init = (resumed.get("train") or {}).get("init") if resumed is not None else str(cfg.init)
         return tower, TowerSpec(ckpt["arch"], dict(ckpt["arch_config"]), int(ckpt["input_size"]),
                                 checkpoint.template_of(ckpt), checkpoint.input_norm(ckpt),
-                                int(ckpt["embedding_dim"]), lr, init, frozen)
+                                int(ckpt["embedding_dim"]), lr, relative, init, frozen)
     arch_config = dict(input_size=cfg.input_size, in_channels=cfg.in_channels, width=cfg.width,
                        embedding_dim=128, dropout=cfg.dropout)
     tower = ScratchCNN(**arch_config)
     return tower, TowerSpec("scratch_cnn", arch_config, cfg.input_size, scaled_template(DLIB_150, cfg.input_size),
-                            SCRATCH_NORM, 128, lr, None, [])
+                            SCRATCH_NORM, 128, lr, relative, None, [])
 
 
 def load_faces(cfg: TrainConfig, size: int) -> tuple[FaceSet, list[str]]:

@@ -26,7 +26,7 @@ def test_dry_run_writes_a_complete_checkpoint_and_curves(dry_run):
     assert len(ckpt["template"]["points"]) == 5
     assert ckpt["state_dict"] and tr["optimizer"]["state"]
     assert tr["step"] == DRY_STEPS and tr["config"]["steps"] == DRY_STEPS
-    assert tr["config"]["data_kind"] == "crops" and tr["lfw_fold"] is None
+    assert tr["config"]["data_kind"] == "crops" and tr["config"]["pairing"] == "batch-all" and tr["lfw_fold"] is None
     assert len(tr["trained_people"]) == 39 and "s1" in tr["trained_people"]
     assert (dry_run / "curves.png").stat().st_size > 10_000
 
@@ -62,13 +62,13 @@ def test_resume_continues_from_the_saved_step(dry_run, tmp_path):
     assert after["optimizer"]["state"][0]["step"] > before["optimizer"]["state"][0]["step"]
 
 
-@pytest.mark.parametrize("variant", [["--pairing", "batch-all", "--people-per-batch", "6", "--images-per-person", "3"],
-                                     ["--hard-negatives", "--batch-pairs", "8"]])
+@pytest.mark.parametrize("variant", [["--pairing", "sampled", "--batch-pairs", "8"],
+                                     ["--pairing", "sampled", "--hard-negatives", "--batch-pairs", "8"]])
 def test_other_pairings_train(variant, tmp_path, data_dir):
     assert main(["--dry-run", "--quiet", "--out", str(tmp_path), "--steps", "4", "--val-people", "0", *variant]) == 0
     tr = checkpoint.load(tmp_path / "ckpt.pt")["train"]
     assert tr["step"] == 4 and all(np.isfinite(tr["history"]["loss"]))
-    assert tr["config"]["pairing"] == ("batch-all" if "batch-all" in variant else "sampled")
+    assert tr["config"]["pairing"] == "sampled" and tr["config"]["hard_negatives"] == ("--hard-negatives" in variant)
 
 
 def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
