@@ -25,7 +25,7 @@ class ScratchCNN(nn.Module):
     `in_channels=1` turns RGB input into luma first, so the same checkpoint embeds colour or grey crops.
     """
 
-    def __init__(self, input_size: int = 112, in_channels: int = 1, width: int = 32, embedding_dim: int = 128,
+    def __init__(self, input_size: int = 64, in_channels: int = 3, width: int = 32, embedding_dim: int = 128,
                  dropout: float = 0.2):
         super().__init__()
         if in_channels not in (1, 3):

@@ -10,13 +10,13 @@ from training.towers import ScratchCNN, freeze_faceapi_blocks
 
 @pytest.mark.parametrize("size", [100, 112])
 def test_scratch_tower_gives_128_d_for_configurable_sizes(size):
-    net = ScratchCNN(input_size=size, width=8).eval()
-    assert net(torch.randn(2, 3, size, size)).shape == (2, 128)
-    assert ScratchCNN(input_size=size, in_channels=3, width=8).eval()(torch.randn(2, 3, size, size)).shape == (2, 128)
+    for channels in (1, 3):
+        net = ScratchCNN(input_size=size, in_channels=channels, width=8).eval()
+        assert net(torch.randn(2, 3, size, size)).shape == (2, 128)
 
 
 def test_grey_tower_reads_the_luma_of_rgb_input():
-    net = ScratchCNN(input_size=64, width=8).eval()
+    net = ScratchCNN(input_size=64, in_channels=1, width=8).eval()
     rgb = torch.randn(2, 3, 64, 64)
     luma = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]
     assert torch.allclose(net(rgb), net(luma), atol=1e-5)
