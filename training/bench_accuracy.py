@@ -1,6 +1,11 @@
 """`make bench-accuracy`: dlib's own face pipeline beside ours on the same LFW pairs, one JSON file.
 
-    python -m training.bench_accuracy [--model PATH ...] [--both-flips] [--limit-folds N]
+    python -m training.bench_accuracy [--model PATH ...] [--cv PATTERN ...] [--both-flips] [--limit-folds N]
+
+`make bench-accuracy` sets side by side: the pretrained tower as loaded, the shipped recipe (its last layer
+fine-tuned, cross-validated over the 10 folds), deeper fine-tuning and the from-scratch tower where their
+fold-0 checkpoints exist (trained on folds 1-9 only, so they score fold 0 alone), and dlib. Every row gets
+the fold-0 column, the one fold every model can be scored on.
 
 dlib's pipeline is what a user would otherwise pick: its HOG detector (upsampled once), its 5-point shape
 predictor, `get_face_chip(150, padding 0.25)` and its ResNet descriptor, compared by Euclidean distance.
@@ -127,16 +132,27 @@ def score_dlib(pairs: list, root: Path, rule: str, far: float, quiet: bool) -> t
     return report, scores, same
 
 
+def fold_accuracy(r: dict, k: int) -> float | None:
+    return next((f["accuracy"] for f in r["folds"] if f["fold"] == k), None)
+
+
 def row(name: str, r: dict) -> str:
-    t = r["tar_at_far"]
-    return (f"| {name} | {100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f} | {r['auc']:.4f} | "
-            f"{100 * t['tar']:.2f} | {len(r['no_face']['images'])} |")
+    t, f0 = r["tar_at_far"], fold_accuracy(r, 0)
+    scored = [f["fold"] for f in r["folds"]]
+    folds = "all 10" if len(scored) == 10 else ", ".join(map(str, scored))
+    mean = (f"{100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_std']:.2f}" if len(scored) > 1
+            else "(one fold)")
+    tar = f"{100 * t['tar']:.2f}" if t["n_different_pairs"] >= 1000 else "(too few pairs)"
+    return (f"| {name} | {folds} | {mean} | {'-' if f0 is None else f'{100 * f0:.2f}'} | {r['auc']:.4f} | "
+            f"{tar} | {len(r['no_face']['images'])} |")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.bench_accuracy", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, action="append", default=None,
                    help="our checkpoint(s) to score (repeatable; default: the pipeline's default model)")
+    p.add_argument("--cv", action="append", default=[], metavar="PATTERN",
+                   help="a recipe cross-validated by fold checkpoints, e.g. 'out/train/head-fold{k}/ckpt.pt'")
     p.add_argument("--both-flips", action="store_true", help="score each of our models with and without flip")
     p.add_argument("--limit-folds", type=int, default=None, help="only the first N folds (quick runs)")
     p.add_argument("--far", type=float, default=1e-3)
@@ -153,20 +169,25 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [pr for pr in pairs if pr.fold < a.limit_folds]
         dataset += f"-first{a.limit_folds}folds"
     results, curves = [], {}
-    for model in a.model or [checkpoint.default_path()]:
+    for model in a.model if a.model is not None else ([] if a.cv else [checkpoint.default_path()]):
         for flip in ((False, True) if a.both_flips else (None,)):
             r, s, y = evaluate.run_eval(model, pairs, root, dataset, rule, flip=flip, far=a.far, quiet=a.quiet)
-            name = f"ours: {Path(model).name} ({r['model_version']}), flip={r['flip_average']}"
+            name = f"ours: {Path(model).parent.name}/{Path(model).name} ({r['model_version']}), flip={r['flip_average']}"
             results.append({"name": name, **{k: v for k, v in r.items() if k != "identity_disjoint"},
                             "identity_disjoint": {k: v for k, v in r["identity_disjoint"].items()
                                                   if k != "trained_people"}})
             curves[name] = pair_metrics.roc_curve(s, y)[:2]
+    for pattern in a.cv:
+        r, s, y = evaluate.run_cv(pattern, pairs, root, dataset, rule, flip=None, far=a.far, quiet=a.quiet)
+        name = f"ours, cross-validated: {pattern} ({r['model_version']}), flip={r['flip_average']}"
+        results.append({"name": name, **r})
+        curves[name] = pair_metrics.roc_curve(s, y)[:2]
     r, s, y = score_dlib(pairs, root, rule, a.far, a.quiet)
     results.append({"name": "dlib (dlib-bin 20.0.1.post1 + face_recognition_models 0.3.0)", **r})
     curves[results[-1]["name"]] = pair_metrics.roc_curve(s, y)[:2]
 
-    table = ["| model | accuracy % (mean +- std over folds) | AUC | TAR % at FAR 1e-3 | images without a face |",
-             "|---|---|---|---|---|"] + [row(x["name"], x) for x in results]
+    table = ["| model | folds scored | accuracy % (mean +- std over folds) | fold 0 % | AUC | TAR % at FAR 1e-3 | "
+             "images without a face |", "|---|---|---|---|---|---|---|"] + [row(x["name"], x) for x in results]
     png = evaluate.plot_roc(curves, a.json.with_suffix(".png"), f"{dataset}: ROC")
     report = {"dataset": dataset, "n_pairs": len(pairs), "protocol": "threshold for fold k chosen on the other "
               "folds; TAR@FAR over all pairs pooled; a pair with no face found is scored 'different'",

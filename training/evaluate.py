@@ -1,6 +1,7 @@
 """`facestream eval`: face verification benchmark of a checkpoint, and calibration of the matcher's threshold.
 
     facestream eval                                   # LFW View 2 (pairs.txt), the default model
+    facestream eval --cv 'out/train/head-fold{k}/ckpt.pt'   # 10-fold cross-validation of a recipe (make eval)
     facestream eval --model models/faceapi_resnet128.pt --no-flip --json out/eval/x.json
     facestream eval --pairs my_pairs.tsv --images-root /data/photos --format tsv
     facestream eval --calibrate-far 1e-3 --write-threshold     # store the cosine threshold in the checkpoint
@@ -31,8 +32,8 @@ DEFAULT_OUT = checkpoint.REPO_ROOT / "out" / "eval"
 def trained_on(ckpt: dict) -> tuple[set[str], int | None]:
     """(people the checkpoint trained on, LFW fold it was held out for or None), from its `train` metadata."""
     train = ckpt.get("train") or {}
-    fold = train.get("lfw_fold")
-    return set(train.get("trained_people") or []), (None if fold is None else int(fold))
+    fold = train.get("lfw_fold")  # -1: trained on every fold's people, so none is held out
+    return set(train.get("trained_people") or []), (None if fold is None or int(fold) < 0 else int(fold))
 
 
 def disjoint_filter(pairs: list[lfw.Pair], people: set[str], lfw_fold: int | None, is_view2: bool
@@ -136,6 +137,24 @@ def pair_scores(emb: np.ndarray, found: np.ndarray, index: dict[str, int], pairs
     return np.where(found[i1] & found[i2], s, NO_FACE_SCORE)
 
 
+def embed_aligned(model, aligned) -> np.ndarray:
+    """Descriptors of the aligned crops, as `model.embed` makes them. A face-api tower on the CPU reuses the
+    features `training.head` caches for its layers below `fc`: `fc` has no bias, so averaging with the
+    mirror commutes with it, and scoring ten fine-tuned last layers costs one pass of the network, not ten."""
+    import torch
+
+    if model.arch != "faceapi_resnet128" or model.half or model.device.type != "cpu":
+        return model.embed(aligned.crops)
+    from training.facedata import FaceSet
+    from training.head import cached_features
+
+    faces = FaceSet(aligned.crops, np.zeros(len(aligned.paths), np.int64), [], "eval", list(aligned.paths))
+    f, fm = cached_features(model.net, faces, {"mean": model.input_mean, "std": model.input_std})
+    x = torch.from_numpy((f + fm) / 2 if model.flip_average else f)
+    d = x @ model.net.fc.weight.detach().float().T
+    return torch.nn.functional.normalize(d, dim=1).numpy()
+
+
 def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str, *, flip: bool | None,
              far: float, min_face_size: int = 40, quiet: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
     """Evaluate one checkpoint: (report, scores and same-labels of the pairs scored)."""
@@ -148,10 +167,12 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
                                             is_view2=dataset.startswith("lfw-view2"))
     kept = [p for p, k in zip(pairs, keep) if k]
     if not kept:
-        raise SystemExit("every pair involves people this model trained on: nothing to score")
+        raise SystemExit("every pair involves people this model trained on: nothing to score. A model trained on "
+                         "every LFW person is scored by cross-validating its recipe: facestream eval --cv "
+                         "'out/train/head-fold{k}/ckpt.pt' (make eval-cv)")
     aligned, det = aligned_for(kept, root, model.template, rule, min_face_size, quiet)
     t1 = time.perf_counter()
-    emb = model.embed(aligned.crops)
+    emb = embed_aligned(model, aligned)
     t2 = time.perf_counter()
     scores = pair_scores(emb, aligned.found, aligned.index(), kept)
     same = np.array([p.same for p in kept])
@@ -176,6 +197,60 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
     return report, scores[scored], same[scored]
 
 
+def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, flip: bool | None, far: float,
+           min_face_size: int = 40, quiet: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Cross-validation of a training recipe on LFW View 2: fold k is scored by `pattern.format(k=k)`, a
+    checkpoint trained with `--lfw-fold k` (on the other folds' people only), its threshold chosen on the
+    other folds' pairs scored by that same checkpoint. No pair is ever scored by a model that trained on
+    its people. AUC and TAR@FAR pool every fold's scores, each from its own fold's model."""
+    if not dataset.startswith("lfw-view2"):
+        raise SystemExit("--cv needs LFW View 2 (its folds are people-disjoint); drop --pairs")
+    folds = sorted({p.fold for p in pairs})
+    per, all_s, all_y, all_f = [], [], [], []
+    for k in folds:
+        path = Path(pattern.format(k=k))
+        r, s, y = run_eval(path, pairs, root, dataset, rule, flip=flip, far=far, min_face_size=min_face_size,
+                           quiet=quiet)
+        if r["identity_disjoint"]["lfw_fold"] != k:
+            raise SystemExit(f"{path} was not trained with --lfw-fold {k} (its lfw_fold: "
+                             f"{r['identity_disjoint']['lfw_fold']}): it cannot score fold {k}")
+        per.append(r)
+        all_s.append(s), all_y.append(y), all_f.append(np.full(len(s), k))
+        if not quiet:
+            print(f"fold {k}: {100 * r['folds'][0]['accuracy']:.2f}% ({r['model_version']})", file=sys.stderr)
+    scores, same = np.concatenate(all_s), np.concatenate(all_y)
+    accs = np.array([r["folds"][0]["accuracy"] for r in per])
+    t, tar, got = pair_metrics.threshold_at_far(scores, same, far)
+    first = per[0]
+    report = {
+        "cv_pattern": pattern, "models": [{"fold": k, "model": r["model"], "model_version": r["model_version"],
+                                           "trained_people_count": r["identity_disjoint"]["trained_people_count"],
+                                           "excluded_pairs": r["identity_disjoint"]["excluded_pairs"]}
+                                          for k, r in zip(folds, per)],
+        "model": pattern, "model_version": f"cv:{first['model_version'].rsplit('-', 2)[0]}",
+        "arch": first["arch"], "flip_average": first["flip_average"], "device": first["device"],
+        "dataset": dataset, "images_root": first["images_root"], "face_choice": rule, "detector": first["detector"],
+        "template": first["template"], "n_pairs_total": len(pairs),
+        "accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std()),
+        "folds": [r["folds"][0] for r in per], "auc": pair_metrics.roc_auc(scores, same),
+        "tar_at_far": {"far": far, "tar": tar, "threshold": t, "far_achieved": got,
+                       "n_different_pairs": int((~same).sum())},
+        "n_pairs_scored": int(len(scores)),
+        "threshold_from": "the other folds, scored by the test fold's own model (trained on their people)",
+        "identity_disjoint": {"lfw_fold": None, "trained_people_count": None, "excluded_pairs": 0,
+                              "threshold_only_pairs": None, "trained_people": [],
+                              "note": "each fold scored only by the model trained without its people"},
+        "no_face": {"images": first["no_face"]["images"],
+                    "pairs": sum(r["no_face"]["pairs"] for r in per),
+                    "same_pairs_counted_wrong": sum(r["no_face"]["same_pairs_counted_wrong"] for r in per)},
+        "multi_face_images": first["multi_face_images"],
+        "seconds": {k: round(sum(r["seconds"][k] for r in per), 1) for k in ("detect_align", "embed")}
+                   | {"images": first["seconds"]["images"]},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return report, scores, same
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facestream eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: models/facestream.pt or "
@@ -183,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", default=None, help="pairs file (default: LFW View 2 pairs.txt under $FACESTREAM_DATA)")
     p.add_argument("--images-root", default=None, help="folder the pair paths are relative to")
     p.add_argument("--format", choices=("tsv", "lfw"), default="tsv", help="format of --pairs")
+    p.add_argument("--cv", default=None, metavar="PATTERN",
+                   help="cross-validate a recipe: fold k scored by PATTERN.format(k=k), e.g. "
+                        "'out/train/head-fold{k}/ckpt.pt' (each trained with --lfw-fold k); with "
+                        "--write-threshold, the pooled threshold goes into --model (the same recipe on all people)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each descriptor with its mirror's (default: what the checkpoint says)")
     p.add_argument("--far", type=float, default=1e-3, help="false-accept rate for TAR@FAR (default 1e-3)")
@@ -210,8 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.limit_folds:
         pairs = [pr for pr in pairs if pr.fold < a.limit_folds]
         dataset += f"-first{a.limit_folds}folds"
-    report, scores, same = run_eval(model_path, pairs, root, dataset, rule, flip=a.flip, far=a.far,
-                                    min_face_size=a.min_face_size, quiet=a.quiet)
+    if a.cv:
+        if a.write_threshold and a.model is None:
+            p.error("--cv with --write-threshold needs --model: the checkpoint that gets the threshold")
+        report, scores, same = run_cv(a.cv, pairs, root, dataset, rule, flip=a.flip, far=a.far,
+                                      min_face_size=a.min_face_size, quiet=a.quiet)
+    else:
+        report, scores, same = run_eval(model_path, pairs, root, dataset, rule, flip=a.flip, far=a.far,
+                                        min_face_size=a.min_face_size, quiet=a.quiet)
     if a.calibrate_far is not None:
         t, tar, got = pair_metrics.threshold_at_far(scores, same, a.calibrate_far)
         report["calibration"] = {"far": a.calibrate_far, "cosine": t, "tar": tar, "far_achieved": got,
@@ -221,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             if report["flip_average"] != ckpt_flip:
                 raise SystemExit(f"refusing to write a threshold measured with flip={report['flip_average']} "
                                  f"into a checkpoint that embeds with flip={ckpt_flip}")
-            source = (f"{dataset}: {int((~same).sum())} different pairs, FAR {a.calibrate_far:g}, "
-                      f"facestream eval {report['date']}")
+            source = (f"{dataset}{' cross-validated by ' + a.cv if a.cv else ''}: {int((~same).sum())} different "
+                      f"pairs, FAR {a.calibrate_far:g}, facestream eval {report['date']}")
             summary = {k: report[k] for k in ("dataset", "accuracy_mean", "accuracy_std", "auc", "tar_at_far",
                                               "flip_average", "date")}
             checkpoint.set_threshold(model_path, t, a.calibrate_far, source, eval_summary=summary)
@@ -232,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             report["calibration"]["written"] = True
     report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
 
-    stem = f"{Path(model_path).stem}_{dataset}_{'flip' if report['flip_average'] else 'noflip'}"
+    cv_name = "cv_" + Path(a.cv).parent.name.replace("{k}", "K") if a.cv else ""
+    stem = f"{cv_name or Path(model_path).stem}_{dataset}_{'flip' if report['flip_average'] else 'noflip'}"
     out = a.json or DEFAULT_OUT / f"{stem}.json"
     far, tar, _ = pair_metrics.roc_curve(scores, same)
     png = plot_roc({f"{report['model_version']} flip={report['flip_average']}": (far, tar)},

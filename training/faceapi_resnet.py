@@ -94,11 +94,15 @@ class FaceApiResNet(nn.Module):
             prev = c
         self.fc = nn.Linear(256, embedding_dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything but the last layer: N x 256 pooled features (what `fc` maps to the descriptor)."""
         x = F.max_pool2d(self.conv32_down(x), 3, 2)
         for name in self.BLOCKS:
             x = getattr(self, name)(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
 
 
 def preprocess(crops: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ class FaceSet:
     labels: np.ndarray
     names: list[str]
     source: str
+    paths: list[str] | None = None  # image of each crop, relative to its root, when known (feature caches)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,8 +94,9 @@ def load_photo_folders(root: str | Path, size: int, progress: Progress = None) -
 
 
 def load_lfw_other_folds(fold: int, size: int, progress: Progress = None) -> tuple[FaceSet, list[str]]:
-    """LFW people of every `people.txt` fold but `fold`, aligned like eval aligns LFW (face nearest the
-    centre). Returns the set and the sorted list of those people (the checkpoint's `trained_people`)."""
+    """LFW people of every `people.txt` fold but `fold` (-1: of every fold), aligned like eval aligns LFW
+    (face nearest the centre). Returns the set and the sorted list of those people (the checkpoint's
+    `trained_people`)."""
     from services.detector.faces import FaceDetector
     from training import lfw
 
@@ -105,4 +107,5 @@ def load_lfw_other_folds(fold: int, size: int, progress: Progress = None) -> tup
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[n] for n in person_of_row], np.int64)
     crops = _crops_at(s, np.arange(len(s.paths)), root / "images", size)
-    return FaceSet(crops, labels, names, f"lfw-people-outside-fold-{fold}"), people
+    source = "lfw-all-people" if fold < 0 else f"lfw-people-outside-fold-{fold}"
+    return FaceSet(crops, labels, names, source, list(s.paths)), people

@@ -5,6 +5,8 @@
                                                      # from scratch on LFW people of folds 1-9; eval scores fold 0
     facestream train --lfw-fold 0 --tower faceapi --freeze 8 --pairing batch-all --people-per-batch 16
                                                      # contrastive fine-tuning of the pretrained ResNet
+    facestream train --head-only --lfw-fold 0 --out out/train/head-fold0
+                                                     # only the last layer, on cached features: seconds
     facestream train --data ~/faces --out out/train/mine         # identity folders root/<person>/<photos>
     facestream train --resume out/train/mine/ckpt.pt --steps 6000
 
@@ -88,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     tower, spec = build_tower(cfg, resumed)
     faces, people = load_faces(cfg, spec.input_size)
     train_idx, val_idx = split_people(faces.labels, cfg.val_people, cfg.seed)
+    if cfg.head_only:
+        from training.head import run as run_head
+
+        print(f"data {faces.source}: {len(faces)} faces of {len(faces.names)} people ({len(train_idx)} train, "
+              f"{len(val_idx)} held out); last layer of {spec.arch} only; out {out}", file=sys.stderr)
+        run_head(cfg, tower, spec, faces, people, train_idx, val_idx, out, cfg.quiet)
+        return 0
     labels = torch.as_tensor(faces.labels)
     sampler = (PeopleSampler(faces.labels[train_idx], cfg.people_per_batch, cfg.images_per_person, cfg.seed)
                if cfg.pairing == "batch-all" else
@@ -102,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = SiameseNet(tower).to(device, memory_format=torch.channels_last)  # faster convs on CPU and GPU
     model.train()
-    loss_fn = ContrastiveLoss(cfg.margin, normalize=True)
+    loss_fn = ContrastiveLoss(cfg.margin, normalize=True, same_margin=cfg.same_margin)
     opt = make_optimizer(tower, cfg, spec.lr, spec.relative_lr)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, history = 0, {k: [] for k in ("step", "loss", "d_same", "d_diff", "lr", "val_step", "val_acc")}
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = train_idx[sampler.batch(step)]
             e = model.embed(prepare(rows, gen))  # one tower, every pair of the batch: the twins, P x K wide
             i, j, same = all_pairs(labels[rows].to(device))
-            loss = loss_fn.balanced(e[i], e[j], same)
+            loss = loss_fn.balanced(e[i], e[j], same, active=cfg.active_pairs)
             ea, eb = e[i], e[j]
         else:
             a, b, same_np = sampler.batch(step)

@@ -94,3 +94,40 @@ def test_balanced_weighs_same_and_different_pairs_equally():
     eb = torch.cat([B, B, B, torch.tensor([[1.7, 0.1]])])
     loss = ContrastiveLoss(margin=1.0, normalize=False).balanced(ea, eb, torch.tensor([1, 0, 0, 0]))
     assert loss.item() == pytest.approx((0.045 + 0.49 / 3) / 2, abs=1e-6)
+
+
+def test_same_margin_pulls_a_same_pair_only_beyond_it():
+    """Double margin m_s = 0.2: a same pair at D = 0.5 costs 1/2 (0.5 - 0.2)^2 = 0.045; at D = 0.1, nothing."""
+    loss = ContrastiveLoss(margin=1.0, normalize=False, same_margin=0.2)
+    far_pair = loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.3, 0.4]]), torch.tensor([1]))
+    near_pair = loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.06, 0.08]]), torch.tensor([1]))
+    assert far_pair.item() == pytest.approx(0.045, abs=1e-6)
+    assert near_pair.item() == 0.0
+    # a different pair is unaffected by m_s: D = 0.5, m = 1 -> 1/2 (1 - 0.5)^2 = 0.125
+    diff = loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.3, 0.4]]), torch.tensor([0]))
+    assert diff.item() == pytest.approx(0.125, abs=1e-6)
+
+
+def test_same_margin_must_sit_below_the_margin():
+    with pytest.raises(ValueError, match="same_margin"):
+        ContrastiveLoss(margin=0.4, same_margin=0.4)
+
+
+def test_active_balanced_averages_only_the_pairs_that_cost_something():
+    """Same pairs at D = 0.5 and 0.1 (m_s = 0.2): only the first costs, 0.045, so the same-side mean is 0.045
+    (not 0.0225). Different pairs at D = 0.5 and 2.0 (m = 1): only the first costs, 0.125. Result
+    (0.045 + 0.125) / 2 = 0.085; the plain balanced loss gives (0.0225 + 0.0625) / 2 = 0.0425."""
+    loss = ContrastiveLoss(margin=1.0, normalize=False, same_margin=0.2)
+    a = torch.zeros(4, 2)
+    b = torch.tensor([[0.3, 0.4], [0.06, 0.08], [0.3, 0.4], [2.0, 0.0]])
+    same = torch.tensor([1, 1, 0, 0])
+    assert loss.balanced(a, b, same, active=True).item() == pytest.approx(0.085, abs=1e-6)
+    assert loss.balanced(a, b, same).item() == pytest.approx(0.0425, abs=1e-6)
+
+
+def test_active_balanced_is_zero_with_a_gradient_when_nothing_violates():
+    loss = ContrastiveLoss(margin=1.0, normalize=False, same_margin=0.2)
+    a = torch.zeros(2, 2, requires_grad=True)
+    out = loss.balanced(a, torch.tensor([[0.06, 0.08], [3.0, 0.0]]), torch.tensor([1, 0]), active=True)
+    out.backward()
+    assert out.item() == 0.0 and torch.count_nonzero(a.grad) == 0

@@ -178,6 +178,9 @@ def test_eval_end_to_end_on_a_tsv_pair_set(tmp_path, monkeypatch, capsys):
     data = Path(os.environ.get("FACESTREAM_DATA", checkpoint.REPO_ROOT.parent / "shared" / "data"))
     root = data / "face_recognition_examples" / "examples" / "knn_examples" / "train"
     monkeypatch.setattr(lfw, "CACHE_ROOT", tmp_path / "cache")
+    from training import head
+
+    monkeypatch.setattr(head, "CACHE", tmp_path / "features")
     ob, bi = "obama/obama.jpg\tobama/obama2.jpg", "biden/biden.jpg\tbiden/biden2.jpg"
     (tmp_path / "p.tsv").write_text(
         "# fold same path1 path2\n"

@@ -1,0 +1,153 @@
+"""`facestream train --head-only`: contrastive fine-tuning of the face-api tower's last layer.
+
+Everything below `fc` (256 -> 128) stays frozen, so each face's pooled features are computed once (with
+its mirror image, which is the only augmentation) and cached under `.run/cache/features/`; a run is then a
+few hundred steps of a 256 x 128 matrix: seconds on the CPU, which makes 10-fold cross-validation on LFW
+View 2 affordable where fine-tuning deeper layers (minutes per fold, and measured worse) is not. The
+Siamese structure is unchanged: both sides of every pair go through the one shared layer, and the loss is
+`ContrastiveLoss` (here with a double margin, see `train_setup.HEAD_RECIPE`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training import checkpoint
+from training.curves import plot_curves
+from training.facedata import FaceSet
+from training.losses import ContrastiveLoss
+from training.pairs import PairSampler, PeopleSampler, all_pairs
+from training.pair_metrics import best_threshold
+
+CACHE = checkpoint.REPO_ROOT / ".run" / "cache" / "features"
+
+
+@torch.inference_mode()
+def pooled_features(net, crops: np.ndarray, norm: dict, batch: int = 64, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(features of each crop, features of its mirror), each N x 256 float32."""
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    net = net.eval().to(memory_format=torch.channels_last)
+    out, out_m = [], []
+    starts = range(0, len(crops), batch)
+    for i in (progress(starts) if progress else starts):
+        x = ((torch.from_numpy(np.ascontiguousarray(crops[i:i + batch])).float() - mean) / std).permute(0, 3, 1, 2)
+        x = x.contiguous(memory_format=torch.channels_last)
+        out.append(net.features(x).float().numpy())
+        out_m.append(net.features(torch.flip(x, dims=[3])).float().numpy())
+    if not out:
+        return np.zeros((0, 256), np.float32), np.zeros((0, 256), np.float32)
+    return np.concatenate(out), np.concatenate(out_m)
+
+
+def cached_features(net, faces: FaceSet, norm: dict, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """`pooled_features` of a face set, cached per (frozen weights, image path, crop checksum): the ten
+    LFW folds share one computation. Sets without paths are computed every time."""
+    sums = np.array([zlib.adler32(np.ascontiguousarray(c).tobytes()) for c in faces.crops], np.int64)
+    if faces.paths is None:
+        return pooled_features(net, faces.crops, norm, progress=progress)
+    frozen = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    norm_key = [float(v) for v in (*norm["mean"], *norm["std"])]
+    key = hashlib.sha1(f"{checkpoint.weights_hash(frozen, 16)}|{norm_key}".encode()).hexdigest()[:16]
+    path = CACHE / f"{key}.npz"
+    have: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    if path.exists():
+        z = np.load(path)
+        have = {(p, int(s)): (f, fm) for p, s, f, fm in zip(z["paths"].tolist(), z["sums"], z["f"], z["fm"])}
+    todo = [i for i, k in enumerate(zip(faces.paths, sums.tolist())) if k not in have]
+    if todo:
+        f, fm = pooled_features(net, faces.crops[todo], norm, progress=progress)
+        have.update({(faces.paths[i], int(sums[i])): (f[j], fm[j]) for j, i in enumerate(todo)})
+        keys = list(have)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{key}.tmp{os.getpid()}.npz")
+        np.savez(tmp, paths=np.array([k[0] for k in keys]), sums=np.array([k[1] for k in keys], np.int64),
+                 f=np.stack([have[k][0] for k in keys]), fm=np.stack([have[k][1] for k in keys]))
+        os.replace(tmp, path)
+    rows = [have[(p, int(s))] for p, s in zip(faces.paths, sums.tolist())]
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def _pair_accuracy(w: torch.Tensor, f: torch.Tensor, pairs: tuple) -> float:
+    """Accuracy of held-out pairs at their best threshold, descriptors averaged with the mirror's."""
+    e = F.normalize(f @ w.T, dim=1)
+    a, b, same = pairs
+    return best_threshold((e[a] * e[b]).sum(1).numpy(), same)[1]
+
+
+def run(cfg, tower, spec, faces: FaceSet, people: list[str], train_idx: np.ndarray, val_idx: np.ndarray,
+        out: Path, quiet: bool) -> Path:
+    """Train the last layer; write `<out>/ckpt.pt` (the whole tower, new fc) and its curves."""
+    from tqdm import tqdm
+
+    from training.train import lr_at
+
+    t0 = time.perf_counter()
+    bar = None if quiet else (lambda it: tqdm(it, desc="features", unit="batch", file=sys.stderr))
+    f_np, fm_np = cached_features(tower, faces, spec.input_norm, bar)
+    f, fm = torch.from_numpy(f_np), torch.from_numpy(fm_np)
+    t_feat = time.perf_counter() - t0
+    w = tower.fc.weight.detach().clone().float().requires_grad_(True)
+    opt = torch.optim.AdamW([w], lr=spec.lr, weight_decay=cfg.weight_decay)
+    loss_fn = ContrastiveLoss(cfg.margin, normalize=True, same_margin=cfg.same_margin)
+    sampler = PeopleSampler(faces.labels[train_idx], cfg.people_per_batch, cfg.images_per_person, cfg.seed)
+    labels = torch.as_tensor(faces.labels)
+    favg = (f + fm) / 2
+    val = None
+    if len(val_idx):
+        va, vb, vs = PairSampler(faces.labels[val_idx], cfg.val_pairs, 0.5, cfg.seed + 1).batch(0)
+        val = (favg[val_idx], (va, vb, vs))
+    history = {k: [] for k in ("step", "loss", "d_same", "d_diff", "lr", "val_step", "val_acc")}
+    if val is not None:
+        history["val_step"].append(0)
+        history["val_acc"].append(_pair_accuracy(w.detach(), *val))
+    for step in range(cfg.steps):
+        lr = lr_at(step, spec.lr, cfg.warmup_steps, cfg.steps, spec.lr * cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        rows = torch.from_numpy(train_idx[sampler.batch(step)])
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        mirror = torch.rand(len(rows), generator=gen) < 0.5  # each face or its mirror: the augmentation
+        e = torch.where(mirror[:, None], fm[rows], f[rows]) @ w.T
+        i, j, same = all_pairs(labels[rows])
+        loss = loss_fn.balanced(e[i], e[j], same, active=cfg.active_pairs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            with torch.no_grad():
+                d = (F.normalize(e[i], dim=1) - F.normalize(e[j], dim=1)).norm(dim=1)
+            for k, v in (("step", step), ("loss", loss.item()), ("d_same", float(d[same].mean())),
+                         ("d_diff", float(d[~same].mean())), ("lr", lr)):
+                history[k].append(v)
+        if val is not None and (step + 1) % cfg.val_every == 0 or (val is not None and step + 1 == cfg.steps):
+            history["val_step"].append(step + 1)
+            history["val_acc"].append(_pair_accuracy(w.detach(), *val))
+
+    with torch.no_grad():
+        tower.fc.weight.copy_(w.detach())
+    sd = tower.state_dict()
+    train_meta = {"step": cfg.steps, "config": asdict(cfg), "history": history, "data": faces.source,
+                  "n_faces": len(faces), "n_people": len(faces.names), "lfw_fold": cfg.lfw_fold,
+                  "trained_people": people, "wall_s": time.perf_counter() - t0, "features_s": round(t_feat, 1),
+                  "init": spec.init, "frozen": spec.frozen, "trained": ["fc"]}
+    version = f"{spec.arch}-{cfg.tag or 'head'}-step{cfg.steps}-{checkpoint.weights_hash(sd)}"
+    path = checkpoint.save(out / "ckpt.pt", arch=spec.arch, arch_config=spec.arch_config, state_dict=sd,
+                           input_size=spec.input_size, template=spec.template, embedding_dim=spec.embedding_dim,
+                           model_version=version, flip_average=cfg.flip_average, threshold=None,
+                           input_norm=spec.input_norm, train=train_meta)
+    plot_curves(history, out / "curves.png", f"{version} ({faces.source})", margin=cfg.margin)
+    vals = history["val_acc"]
+    print(f"head trained {cfg.steps} steps in {time.perf_counter() - t0:.0f} s (features {t_feat:.0f} s)"
+          + (f"; held-out pair accuracy {100 * vals[0]:.2f}% -> {100 * vals[-1]:.2f}%" if vals else "")
+          + f"; checkpoint {path}; curves {out / 'curves.png'}", file=sys.stderr)
+    return path
