@@ -108,3 +108,28 @@ def test_aligned_crops_are_cached_and_reused(detector, tmp_path, monkeypatch):
     assert again.paths == paths[::-1] and np.array_equal(again.crops[1], first.crops[0])
     people, names = lfw.align_people(["obama", "blank"], root, detector)
     assert names == ["obama"] and people.crops.shape == (1, 150, 150, 3)  # no-face rows are dropped
+
+
+def test_refinement_averages_a_second_pass_on_the_aligned_crop(detector):
+    """The refined points are the mean of the first pass's and those a second MTCNN pass finds on the
+    aligned crop (mapped back into the image): a small move, towards where the upright face puts them."""
+    from services.detector.align import align, similarity_transform
+
+    img = load_rgb(EXAMPLES / "tests" / "test_images" / "obama.jpg")
+    first = FaceDetector(DLIB_150, refine=False)
+    (f1,), (f2,) = first.detect(img), detector.detect(img)
+    assert "-refine" in detector.settings_key() and "-refine" not in first.settings_key()
+    move = np.abs(f2.landmarks - f1.landmarks).max()
+    assert 0 < move < 0.05 * f1.face_size
+    # The second estimate, recovered from the average, is where MTCNN sees the points on the first crop.
+    second = 2 * f2.landmarks - f1.landmarks
+    m = similarity_transform(f1.landmarks, DLIB_150.points)
+    in_crop = (m @ np.c_[second, np.ones(5)].T).T
+    assert np.abs(in_crop - DLIB_150.points).max() < 12  # near the template, as an aligned face should be
+    assert np.array_equal(f2.crop, align(img, f2.landmarks, DLIB_150))
+
+
+def test_refinement_keeps_the_first_points_when_the_second_pass_finds_nothing(detector):
+    pts = DLIB_150.points[None] + 10
+    blank = [np.zeros((150, 150, 3), np.uint8)]
+    assert np.array_equal(detector.refine_landmarks(blank, pts), pts)
