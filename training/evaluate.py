@@ -206,7 +206,7 @@ def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, fl
     if not dataset.startswith("lfw-view2"):
         raise SystemExit("--cv needs LFW View 2 (its folds are people-disjoint); drop --pairs")
     folds = sorted({p.fold for p in pairs})
-    per, all_s, all_y, all_f = [], [], [], []
+    per, all_s, all_y = [], [], []
     for k in folds:
         path = Path(pattern.format(k=k))
         r, s, y = run_eval(path, pairs, root, dataset, rule, flip=flip, far=far, min_face_size=min_face_size,
@@ -215,11 +215,12 @@ def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, fl
             raise SystemExit(f"{path} was not trained with --lfw-fold {k} (its lfw_fold: "
                              f"{r['identity_disjoint']['lfw_fold']}): it cannot score fold {k}")
         per.append(r)
-        all_s.append(s), all_y.append(y), all_f.append(np.full(len(s), k))
+        all_s.append(s), all_y.append(y)
         if not quiet:
             print(f"fold {k}: {100 * r['folds'][0]['accuracy']:.2f}% ({r['model_version']})", file=sys.stderr)
     scores, same = np.concatenate(all_s), np.concatenate(all_y)
     accs = np.array([r["folds"][0]["accuracy"] for r in per])
+    counts = [r["identity_disjoint"]["trained_people_count"] for r in per]
     t, tar, got = pair_metrics.threshold_at_far(scores, same, far)
     first = per[0]
     report = {
@@ -237,7 +238,8 @@ def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, fl
                        "n_different_pairs": int((~same).sum())},
         "n_pairs_scored": int(len(scores)),
         "threshold_from": "the other folds, scored by the test fold's own model (trained on their people)",
-        "identity_disjoint": {"lfw_fold": None, "trained_people_count": None, "excluded_pairs": 0,
+        "identity_disjoint": {"lfw_fold": None, "trained_people_count": f"{min(counts)}-{max(counts)}",
+                              "excluded_pairs": 0,
                               "threshold_only_pairs": None, "trained_people": [],
                               "note": "each fold scored only by the model trained without its people"},
         "no_face": {"images": first["no_face"]["images"],

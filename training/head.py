@@ -14,7 +14,6 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from training import checkpoint
-from training.curves import plot_curves
+from training.augment import to_input
 from training.facedata import FaceSet
 from training.losses import ContrastiveLoss
 from training.pairs import PairSampler, PeopleSampler, all_pairs
@@ -34,14 +33,11 @@ CACHE = checkpoint.REPO_ROOT / ".run" / "cache" / "features"
 @torch.inference_mode()
 def pooled_features(net, crops: np.ndarray, norm: dict, batch: int = 64, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(features of each crop, features of its mirror), each N x 256 float32."""
-    mean = torch.tensor(norm["mean"], dtype=torch.float32)
-    std = torch.tensor(norm["std"], dtype=torch.float32)
     net = net.eval().to(memory_format=torch.channels_last)
     out, out_m = [], []
     starts = range(0, len(crops), batch)
     for i in (progress(starts) if progress else starts):
-        x = ((torch.from_numpy(np.ascontiguousarray(crops[i:i + batch])).float() - mean) / std).permute(0, 3, 1, 2)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = to_input(crops[i:i + batch], norm["mean"], norm["std"]).contiguous(memory_format=torch.channels_last)
         out.append(net.features(x).float().numpy())
         out_m.append(net.features(torch.flip(x, dims=[3])).float().numpy())
     if not out:
@@ -52,9 +48,9 @@ def pooled_features(net, crops: np.ndarray, norm: dict, batch: int = 64, progres
 def cached_features(net, faces: FaceSet, norm: dict, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """`pooled_features` of a face set, cached per (frozen weights, image path, crop checksum): the ten
     LFW folds share one computation. Sets without paths are computed every time."""
-    sums = np.array([zlib.adler32(np.ascontiguousarray(c).tobytes()) for c in faces.crops], np.int64)
     if faces.paths is None:
         return pooled_features(net, faces.crops, norm, progress=progress)
+    sums = np.array([zlib.adler32(np.ascontiguousarray(c).tobytes()) for c in faces.crops], np.int64)
     frozen = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
     norm_key = [float(v) for v in (*norm["mean"], *norm["std"])]
     key = hashlib.sha1(f"{checkpoint.weights_hash(frozen, 16)}|{norm_key}".encode()).hexdigest()[:16]
@@ -89,7 +85,7 @@ def run(cfg, tower, spec, faces: FaceSet, people: list[str], train_idx: np.ndarr
     """Train the last layer; write `<out>/ckpt.pt` (the whole tower, new fc) and its curves."""
     from tqdm import tqdm
 
-    from training.train import lr_at
+    from training.train import lr_at, write_checkpoint
 
     t0 = time.perf_counter()
     bar = None if quiet else (lambda it: tqdm(it, desc="features", unit="batch", file=sys.stderr))
@@ -129,23 +125,14 @@ def run(cfg, tower, spec, faces: FaceSet, people: list[str], train_idx: np.ndarr
             for k, v in (("step", step), ("loss", loss.item()), ("d_same", float(d[same].mean())),
                          ("d_diff", float(d[~same].mean())), ("lr", lr)):
                 history[k].append(v)
-        if val is not None and (step + 1) % cfg.val_every == 0 or (val is not None and step + 1 == cfg.steps):
+        if val is not None and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
             history["val_step"].append(step + 1)
             history["val_acc"].append(_pair_accuracy(w.detach(), *val))
 
     with torch.no_grad():
         tower.fc.weight.copy_(w.detach())
-    sd = tower.state_dict()
-    train_meta = {"step": cfg.steps, "config": asdict(cfg), "history": history, "data": faces.source,
-                  "n_faces": len(faces), "n_people": len(faces.names), "lfw_fold": cfg.lfw_fold,
-                  "trained_people": people, "wall_s": time.perf_counter() - t0, "features_s": round(t_feat, 1),
-                  "init": spec.init, "frozen": spec.frozen, "trained": ["fc"]}
-    version = f"{spec.arch}-{cfg.tag or 'head'}-step{cfg.steps}-{checkpoint.weights_hash(sd)}"
-    path = checkpoint.save(out / "ckpt.pt", arch=spec.arch, arch_config=spec.arch_config, state_dict=sd,
-                           input_size=spec.input_size, template=spec.template, embedding_dim=spec.embedding_dim,
-                           model_version=version, flip_average=cfg.flip_average, threshold=None,
-                           input_norm=spec.input_norm, train=train_meta)
-    plot_curves(history, out / "curves.png", f"{version} ({faces.source})", margin=cfg.margin)
+    path = write_checkpoint(out, tower, spec, cfg, faces, people, cfg.steps, history, t0,
+                            features_s=round(t_feat, 1), trained=["fc"])
     vals = history["val_acc"]
     print(f"head trained {cfg.steps} steps in {time.perf_counter() - t0:.0f} s (features {t_feat:.0f} s)"
           + (f"; held-out pair accuracy {100 * vals[0]:.2f}% -> {100 * vals[-1]:.2f}%" if vals else "")

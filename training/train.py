@@ -75,6 +75,24 @@ def val_accuracy(tower: torch.nn.Module, crops: np.ndarray, pairs: tuple, norm: 
     return best_threshold((emb[a] * emb[b]).sum(1).numpy(), same)[1]
 
 
+def write_checkpoint(out: Path, tower: torch.nn.Module, spec, cfg: TrainConfig, faces, people: list[str], step: int,
+                     history: dict, t0: float, **train_extra) -> Path:
+    """`<out>/ckpt.pt` (the tower and everything eval and a resume need) and `<out>/curves.png`."""
+    sd = tower.state_dict()
+    train_meta = {"step": step, "config": asdict(cfg), **train_extra, "history": history,
+                  "data": faces.source, "n_faces": len(faces), "n_people": len(faces.names),
+                  "lfw_fold": cfg.lfw_fold, "trained_people": people, "wall_s": time.perf_counter() - t0,
+                  "init": spec.init, "frozen": spec.frozen}
+    tag = cfg.tag or ("head" if cfg.head_only else cfg.tower)
+    version = f"{spec.arch}-{tag}-step{step}-{checkpoint.weights_hash(sd)}"
+    path = checkpoint.save(out / "ckpt.pt", arch=spec.arch, arch_config=spec.arch_config, state_dict=sd,
+                           input_size=spec.input_size, template=spec.template, embedding_dim=spec.embedding_dim,
+                           model_version=version, flip_average=cfg.flip_average, threshold=None,
+                           input_norm=spec.input_norm, train=train_meta)
+    plot_curves(history, out / "curves.png", f"{version} ({faces.source})", margin=cfg.margin)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg, resumed = parse_config(argv)
     torch.set_num_threads(cfg.threads)
@@ -128,19 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     params = [p for p in tower.parameters() if p.requires_grad]
 
     def save(step: int) -> Path:
-        sd = tower.state_dict()
-        train_meta = {"step": step, "config": asdict(cfg), "optimizer": opt.state_dict(),
-                      "scaler": scaler.state_dict() if use_amp else None, "history": history,
-                      "data": faces.source, "n_faces": len(faces), "n_people": len(faces.names),
-                      "lfw_fold": cfg.lfw_fold, "trained_people": people, "wall_s": time.perf_counter() - t0,
-                      "init": spec.init, "frozen": spec.frozen}
-        version = f"{spec.arch}-{cfg.tag or cfg.tower}-step{step}-{checkpoint.weights_hash(sd)}"
-        path = checkpoint.save(out / "ckpt.pt", arch=spec.arch, arch_config=spec.arch_config, state_dict=sd,
-                               input_size=spec.input_size, template=spec.template, embedding_dim=spec.embedding_dim,
-                               model_version=version, flip_average=cfg.flip_average, threshold=None,
-                               input_norm=norm, train=train_meta)
-        plot_curves(history, out / "curves.png", f"{version} ({faces.source})", margin=cfg.margin)
-        return path
+        return write_checkpoint(out, tower, spec, cfg, faces, people, step, history, t0,
+                                optimizer=opt.state_dict(), scaler=scaler.state_dict() if use_amp else None)
 
     def prepare(rows: np.ndarray, gen: torch.Generator) -> torch.Tensor:
         x = (augment(faces.crops[rows], aug, norm["mean"], norm["std"], gen, device) if aug is not None

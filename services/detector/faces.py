@@ -92,7 +92,7 @@ class FaceDetector:
         in one batch); the points it finds on the face nearest the crop's centre are mapped back into the
         image through the inverse of the alignment and averaged with the first pass's. The second pass sees
         the face upright and at one scale, so its errors are largely independent of the first's: on LFW View
-        2, aligning to the average lifts the ResNet from 99.07% to 99.23% (AUC 0.9990 -> 0.9991), and on
+        2, aligning to the average lifts the ResNet from 99.07% to 99.23% (AUC 0.9989 -> 0.9991), and on
         View 1 (the tuning pairs) from 98.91% to 98.94%. A face the second pass misses keeps its first points.
         Costs about 27 ms per face on one CPU thread (the full cascade on a 250-px image)."""
         landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
