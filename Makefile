@@ -4,12 +4,12 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
-# Face data: ../shared/data beside the checkout; a clone elsewhere (a CI workspace) falls back to the
-# workplace's copy at /work/shared/data. Override with DATA=... or FACESTREAM_DATA.
-DATA ?= $(firstword $(wildcard ../shared/data /work/shared/data) ../shared/data)
+# Face data: ../shared/data beside the checkout (it is never inside the repository); elsewhere, say where
+# with DATA=... or FACESTREAM_DATA.
+DATA ?= ../shared/data
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
-.PHONY: help setup up down status test test-unit demo models train eval eval-cv calibrate bench bench-quick bench-accuracy clean
+.PHONY: help setup up down status test test-unit test-data demo models train eval eval-cv calibrate bench bench-quick bench-accuracy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -32,8 +32,11 @@ test: models  ## setup, up, the whole suite, down; non-zero on any failure
 	$(PY) scripts/stack.py down
 	exit $$rc
 
-test-unit: models  ## only the tests that need no server
+test-unit: setup  ## the pure tier: no data, no model, no server (seconds)
 	@$(PY) -m pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
+
+test-data: models  ## the tier that reads ../shared/data and models/, no server
+	@$(PY) -m pytest -q -p no:cacheprovider tests/data $(PYTEST_ARGS)
 
 demo: models  ## the whole pipeline on a real Kafka and Redis over a sample clip, printing identity events
 	@$(PY) scripts/stack.py up
@@ -42,7 +45,7 @@ demo: models  ## the whole pipeline on a real Kafka and Redis over a sample clip
 	exit $$rc
 
 models: setup  ## fetch the pinned face-api npm tarball (checked), convert its ResNet into models/
-	@$(PY) -m training.fetch_faceapi
+	@$(PY) -m shared.vision.provision
 
 # Contrastive fine-tuning of the ResNet's last layer (README, "The model and its accuracy"). Fold k's
 # checkpoint trained on the other nine folds' people only; `eval-cv` scores fold k with it.

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from shared import paths
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CACHE = ROOT / ".run" / "bench-cache"  # decoded frames, aligned crops, looped clips: git-ignored
-DATA = Path(os.environ.get("FACESTREAM_DATA", ROOT.parent / "shared" / "data")).resolve()
+DATA = paths.data_root()
 SCHEMA = "facestream-bench/1"
 
 
@@ -70,7 +72,7 @@ def model_info(path: Path | None = None) -> dict[str, Any]:
 
     Reports of `facestream eval` in out/eval/ for the same model version are listed beside it, with their
     flip setting, because a checkpoint may not have the summary written in yet."""
-    from training import checkpoint
+    from shared.vision import checkpoint
 
     ckpt = checkpoint.load(path)
     ev = ckpt.get("eval")

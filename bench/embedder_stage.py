@@ -100,9 +100,9 @@ def run(settings: Settings, detector, model) -> dict[str, Any]:
 
 def model_input(model, crops: np.ndarray) -> torch.Tensor:
     """Crops normalized and laid out exactly as EmbeddingModel.embed feeds the network."""
-    from training.embedding_model import _normalize
+    from shared.vision.pixels import to_input
 
-    x = _normalize(torch.from_numpy(np.ascontiguousarray(crops)), model.input_mean, model.input_std)
+    x = to_input(np.ascontiguousarray(crops), model.input_mean, model.input_std)
     return x.contiguous(memory_format=torch.channels_last)
 
 

@@ -114,7 +114,8 @@ def variants(model, dev: torch.device, smoke: bool) -> dict[str, tuple[Callable 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from training.embedding_model import EmbeddingModel, _normalize
+    from shared.vision.embed import EmbeddingModel
+    from shared.vision.pixels import to_input
 
     dev = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if dev.type == "cpu":
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cl = torch.channels_last
 
     def tensor(c: np.ndarray, half: bool) -> torch.Tensor:
-        x = _normalize(torch.from_numpy(np.ascontiguousarray(c)), model.input_mean, model.input_std).to(dev)
+        x = to_input(np.ascontiguousarray(c), model.input_mean, model.input_std, dev)
         x = x.contiguous(memory_format=cl)
         return x.half() if half else x
 

@@ -1,7 +1,7 @@
 """Real inputs for the benchmarks, made once and cached under .run/bench-cache/.
 
 Frames are real video frames encoded the way ingest encodes them; face crops are real LFW faces through
-the pipeline's own detector and alignment (services.detector.faces.FaceDetector), so that every stage
+the pipeline's own detector and alignment (shared.vision.detect.FaceDetector), so that every stage
 sees the payload sizes and content it sees in production.
 """
 from __future__ import annotations
@@ -67,7 +67,8 @@ def aligned_crops(detector, count: int = 64) -> np.ndarray:
     path = CACHE / f"crops-{key}-{count}.npy"
     if path.exists():
         return np.load(path)
-    from services.detector.faces import load_rgb, pick_face
+    from shared.vision.detect import pick_face
+    from shared.vision.images import load_rgb
 
     people = sorted(p for p in (DATA / "lfw" / "images").iterdir() if p.is_dir())
     crops = []
@@ -87,8 +88,8 @@ def aligned_crops(detector, count: int = 64) -> np.ndarray:
 
 def default_detector():
     """The detector the pipeline runs (its checkpoint's template, min face size 40)."""
-    from services.detector.faces import FaceDetector
-    from training import checkpoint
+    from shared.vision import checkpoint
+    from shared.vision.detect import FaceDetector
 
     return FaceDetector(checkpoint.template_of(checkpoint.load()), min_face_size=40)
 

@@ -51,7 +51,7 @@ class Models:
         import torch
 
         from bench.inputs import default_detector
-        from training.embedding_model import EmbeddingModel
+        from shared.vision.embed import EmbeddingModel
 
         torch.set_num_threads(1)  # the services run one thread each; also steadier on a shared machine
         self.detector = default_detector()

@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.local_pipeline import LocalPipeline, clip_frames, reset_groups_to_latest  # noqa: E402
-from shared import topics  # noqa: E402
-from tests.rtsp import rtsp_server  # noqa: E402
+from shared import paths, topics  # noqa: E402
+from scripts.rtsp_cameras import rtsp_server  # noqa: E402
 
-DATA = Path(os.environ.get("FACESTREAM_DATA", ROOT.parent / "shared" / "data"))
+DATA = paths.data_root()
 
 
 def parse() -> argparse.Namespace:

@@ -1,7 +1,7 @@
-"""`facestream <command>`: one entry point, a subcommand per service and per user task.
+"""The services layer's commands and the dispatcher that runs one (`facestream_cli` adds training's).
 
 Each command lives in its own module and is imported only when called, so `facestream events` does
-not pay for importing torch.
+not pay for importing torch. `python -m services.cli <command>` runs a service without the training layer.
 """
 from __future__ import annotations
 
@@ -26,32 +26,34 @@ COMMANDS = {
     "gallery": ("services.gallery.main", "enroll, list and remove people"),
     "recognize": ("services.recognize", "name every face in one image"),
     "events": ("services.events", "print identity events as they arrive"),
-    "train": ("training.train", "train the Siamese network with contrastive loss"),
-    "eval": ("training.evaluate", "LFW / pairs verification benchmark; calibrates the threshold"),
 }
 
 
-def usage() -> str:
+def usage(table: dict[str, tuple[str, str]]) -> str:
     lines = ["usage: facestream <command> [options]   (facestream <command> --help for its options)", ""]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in table.items()]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def dispatch(table: dict[str, tuple[str, str]], argv: list[str]) -> int:
+    """Run `argv[0]` of `table` with the rest of `argv`; a configuration error is one line and exit 2."""
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        print(usage(table))
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"facestream: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    if name not in table:
+        print(f"facestream: unknown command {name!r}\n\n{usage(table)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(table[name][0])
     try:
         return int(module.main(rest) or 0)
     except ConfigError as e:
         print(f"facestream {name}: configuration error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(COMMANDS, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -40,10 +40,11 @@ def annotate(rgb: np.ndarray, results: list[dict], out: str) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from services.detector.faces import FaceDetector, load_rgb
     from services.matcher.gallery_store import GalleryStore
     from services.matcher.index import GalleryIndex
-    from training.embedding_model import EmbeddingModel
+    from shared.vision.detect import FaceDetector
+    from shared.vision.embed import EmbeddingModel
+    from shared.vision.images import load_rgb
 
     try:
         rgb = load_rgb(args.image)

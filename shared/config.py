@@ -4,9 +4,15 @@
     class DetectorConfig(StageConfig):
         min_face_size: int = setting(40, "smallest face side kept, pixels", ge=8, le=2000)
 
-Precedence: command-line flag > environment variable (`FACESTREAM_MIN_FACE_SIZE`) > default. Every value
-is checked against its type and bounds; a bad value stops the service with a message that names the
-setting, where it came from, and what is allowed. Secrets can be given as `FACESTREAM_X_FILE=/path`.
+Precedence: command-line flag > environment variable (`FACESTREAM_MIN_FACE_SIZE`) > a recipe (a named,
+reviewable file of values, such as training's `training/recipes/*.toml`) > default. Every value is checked
+against its type and bounds; a bad value stops the command with a message that names the setting, where
+it came from, and what is allowed. Secrets can be given as `FACESTREAM_X_FILE=/path`. Unknown keys are
+refused wherever keys are written by hand: flags (argparse) and recipe files. Environment variables are
+not refused by name, because one Kubernetes ConfigMap serves several commands, each reading its own.
+
+Every command of facestream (services, gallery, recognize, events, train, eval, bench) declares its
+settings this way, and `describe` logs them with secrets masked.
 """
 from __future__ import annotations
 
@@ -18,6 +24,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+# Defaults written once: every command that talks to Kafka or Redis inherits them from BaseConfig.
+DEFAULT_KAFKA = "127.0.0.1:9092"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 class ConfigError(ValueError):
@@ -37,8 +47,8 @@ def setting(default: Any, help: str, *, ge: float | None = None, le: float | Non
 @dataclass(frozen=True)
 class BaseConfig:
     """What every facestream process reads."""
-    kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, host:port[,host:port]")
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis URL of the gallery")
+    kafka_bootstrap: str = setting(DEFAULT_KAFKA, "Kafka bootstrap servers, host:port[,host:port]")
+    redis_url: str = setting(DEFAULT_REDIS, "Redis URL of the gallery")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
@@ -120,13 +130,42 @@ def build_parser(cls: type, prog: str, description: str = "") -> argparse.Argume
     return p
 
 
-def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
-         prog: str = "facestream", parser: argparse.ArgumentParser | None = None) -> Any:
-    """Build `cls` from flags, then FACESTREAM_* variables, then defaults; raise ConfigError when invalid."""
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe file: TOML (`key = value` lines, the settings' own names), or JSON."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            import json
+
+            data = json.loads(text)
+        else:
+            import tomllib
+
+            data = tomllib.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"recipe {path} does not parse: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a table of settings")
+    return data
+
+
+def parse(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+          prog: str = "facestream", parser: argparse.ArgumentParser | None = None,
+          recipe: Mapping[str, Any] | None = None, recipe_source: str = "recipe") -> tuple[Any, argparse.Namespace]:
+    """Build `cls` from flags, then FACESTREAM_* variables, then `recipe` values, then defaults; return it
+    with the parsed namespace (for a command's positional arguments). Raise ConfigError when invalid."""
     env = os.environ if env is None else env
     parser = parser or build_parser(cls, prog)
     ns = parser.parse_args(list(argv or []))
     hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(recipe or {}) - names)
+    if unknown:
+        raise ConfigError(f"{recipe_source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp, optional = _base_type(hints[f.name])
@@ -141,6 +180,8 @@ def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | 
                     raw, source = path.read_text().strip(), f"file {path}"
                 except OSError as e:
                     raise ConfigError(f"{f.name}: cannot read {envname}_FILE={path}: {e.strerror}") from None
+            elif recipe and f.name in recipe:
+                raw, source = recipe[f.name], recipe_source
         if raw is None:
             continue
         if f.metadata.get("repeat"):
@@ -158,7 +199,14 @@ def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | 
     validate = getattr(cfg, "validate", None)
     if validate:
         validate()
-    return cfg
+    return cfg, ns
+
+
+def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+         prog: str = "facestream", parser: argparse.ArgumentParser | None = None,
+         recipe: Mapping[str, Any] | None = None, recipe_source: str = "recipe") -> Any:
+    """`parse` without the namespace: the config alone."""
+    return parse(cls, argv, env, prog, parser, recipe, recipe_source)[0]
 
 
 def describe(cfg: Any) -> str:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from shared import paths
+
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("FACESTREAM_DATA", ROOT.parent / "shared" / "data")).resolve()
+DATA = paths.data_root()
 KAFKA = os.environ.get("FACESTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:" + os.environ.get("FACESTREAM_KAFKA_PORT", "9092"))
 REDIS = os.environ.get("FACESTREAM_REDIS_URL",
                        "redis://127.0.0.1:" + os.environ.get("FACESTREAM_REDIS_PORT", "6379") + "/0")
@@ -20,6 +22,7 @@ REDIS = os.environ.get("FACESTREAM_REDIS_URL",
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The face data (`shared.paths.data_root()`: $FACESTREAM_DATA or ../shared/data); fails when absent."""
     if not (DATA / "README.md").exists():
         pytest.fail(f"face data not found at {DATA}: set FACESTREAM_DATA to ../shared/data")
     return DATA

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.vision.pixels import normalize
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -23,15 +25,6 @@ class AugmentConfig:
     brightness: float = 0.2    # pixel values times [1 - b, 1 + b]
     contrast: float = 0.2      # distance from the image mean times [1 - c, 1 + c]
     saturation: float = 0.2    # distance from grey times [1 - s, 1 + s] (no effect on grey images)
-
-
-def to_input(crops: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-             device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 N x S x S x 3 crops -> float N x 3 x S x S, (pixel - mean) / std: what EmbeddingModel feeds."""
-    x = torch.as_tensor(np.asarray(crops)).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
 
 
 def augment(crops: np.ndarray | torch.Tensor, cfg: AugmentConfig, mean: tuple[float, ...], std: tuple[float, ...],
@@ -60,6 +53,4 @@ def augment(crops: np.ndarray | torch.Tensor, cfg: AugmentConfig, mean: tuple[fl
     x = mu + (x - mu) * u(1 - cfg.contrast, 1 + cfg.contrast).view(n, 1, 1, 1)
     x = (x * u(1 - cfg.brightness, 1 + cfg.brightness).view(n, 1, 1, 1)).clamp(0, 255)
 
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
+    return normalize(x, mean, std)

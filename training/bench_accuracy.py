@@ -31,12 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from training import checkpoint, evaluate, pair_metrics
+from shared import paths
+from shared.vision import checkpoint
+from training import evaluate, pair_metrics
 
 DLIB_REQUIREMENTS = ("dlib-bin==20.0.1.post1", "face_recognition_models==0.3.0")
 DLIB_NO_FACE_SCORE = -10.0  # scores are minus Euclidean distances, which stay above -2 for dlib's vectors
-OUT = checkpoint.REPO_ROOT / "bench" / "results" / "accuracy.json"
-CACHE = checkpoint.REPO_ROOT / ".run" / "cache" / "dlib"
+OUT = paths.REPO_ROOT / "bench" / "results" / "accuracy.json"
+CACHE = paths.CACHE_DIR / "dlib"
 
 
 def ensure_dlib():
@@ -90,7 +92,7 @@ class DlibPipeline:
         """(descriptors (N, 128), found (N,)) for the paths, cached under .run/cache/dlib/."""
         from tqdm import tqdm
 
-        from services.detector.faces import load_rgb
+        from shared.vision.images import load_rgb
 
         key = hashlib.sha1(f"{root.resolve()}|{self.version}|{self.rule}|{self.upsample}".encode()).hexdigest()[:16]
         cache = CACHE / f"{key}.npz"

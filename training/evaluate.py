@@ -23,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from training import checkpoint, lfw, model_meta, pair_metrics
+from shared import paths
+from shared.vision import checkpoint, meta
+from shared.vision.crop_cache import align_images
+from training import lfw, pair_metrics
 
 NO_FACE_SCORE = -2.0
-DEFAULT_OUT = checkpoint.REPO_ROOT / "out" / "eval"
+DEFAULT_OUT = paths.REPO_ROOT / "out" / "eval"
 
 
 def trained_on(ckpt: dict) -> tuple[set[str], int | None]:
@@ -107,7 +110,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
 def load_pair_set(pairs_file: str | None, images_root: str | None, fmt: str) -> tuple[list, Path, str, str]:
     """(pairs, images root, dataset label, face-choice rule) for LFW View 2 or a TSV pair set."""
     if pairs_file is None:
-        root = lfw.data_root() / "lfw"
+        root = paths.data_root() / "lfw"
         return lfw.read_lfw_pairs(root / "pairs.txt"), root / "images", "lfw-view2", "center"
     if images_root is None:
         raise SystemExit("--pairs needs --images-root")
@@ -121,12 +124,12 @@ def aligned_for(pairs: list, root: Path, template, rule: str, min_face_size: int
     """Detect and align every image the pairs use (cached); the detector is the pipeline's."""
     from tqdm import tqdm
 
-    from services.detector.faces import FaceDetector
+    from shared.vision.detect import FaceDetector
 
     det = FaceDetector(template, min_face_size=min_face_size)
-    paths = list(dict.fromkeys(p for pr in pairs for p in (pr.path1, pr.path2)))
+    images = list(dict.fromkeys(p for pr in pairs for p in (pr.path1, pr.path2)))
     bar = None if quiet else (lambda it: tqdm(it, desc="detect+align", unit="img", file=sys.stderr))
-    return lfw.align_images(paths, root, det, rule, progress=bar), det
+    return align_images(images, root, det, rule, progress=bar), det
 
 
 def pair_scores(emb: np.ndarray, found: np.ndarray, index: dict[str, int], pairs: list) -> np.ndarray:
@@ -137,28 +140,10 @@ def pair_scores(emb: np.ndarray, found: np.ndarray, index: dict[str, int], pairs
     return np.where(found[i1] & found[i2], s, NO_FACE_SCORE)
 
 
-def embed_aligned(model, aligned) -> np.ndarray:
-    """Descriptors of the aligned crops, as `model.embed` makes them. A face-api tower on the CPU reuses the
-    features `training.head` caches for its layers below `fc`: `fc` has no bias, so averaging with the
-    mirror commutes with it, and scoring ten fine-tuned last layers costs one pass of the network, not ten."""
-    import torch
-
-    if model.arch != "faceapi_resnet128" or model.half or model.device.type != "cpu":
-        return model.embed(aligned.crops)
-    from training.facedata import FaceSet
-    from training.head import cached_features
-
-    faces = FaceSet(aligned.crops, np.zeros(len(aligned.paths), np.int64), [], "eval", list(aligned.paths))
-    f, fm = cached_features(model.net, faces, {"mean": model.input_mean, "std": model.input_std})
-    x = torch.from_numpy((f + fm) / 2 if model.flip_average else f)
-    d = x @ model.net.fc.weight.detach().float().T
-    return torch.nn.functional.normalize(d, dim=1).numpy()
-
-
 def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str, *, flip: bool | None,
              far: float, min_face_size: int = 40, quiet: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
     """Evaluate one checkpoint: (report, scores and same-labels of the pairs scored)."""
-    from training.embedding_model import EmbeddingModel
+    from shared.vision.embed import EmbeddingModel
 
     model = EmbeddingModel.load(model_path, device="auto", flip_average=flip)
     ckpt_train = checkpoint.load(model_path)
@@ -172,7 +157,7 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
                          "'out/train/head-fold{k}/ckpt.pt' (make eval-cv)")
     aligned, det = aligned_for(kept, root, model.template, rule, min_face_size, quiet)
     t1 = time.perf_counter()
-    emb = embed_aligned(model, aligned)
+    emb = model.embed(aligned.crops, image_paths=list(aligned.paths))
     t2 = time.perf_counter()
     scores = pair_scores(emb, aligned.found, aligned.index(), kept)
     same = np.array([p.same for p in kept])
@@ -315,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint.set_threshold(model_path, t, a.calibrate_far, source, eval_summary=summary)
             if a.record_calibration:
                 ckpt = checkpoint.load(model_path)
-                model_meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], summary)
+                meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], summary)
             report["calibration"]["written"] = True
     report["seconds"]["total"] = round(time.perf_counter() - t0, 1)
 

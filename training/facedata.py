@@ -2,7 +2,7 @@
 
 Three sources: identity folders of photos (detected and aligned like the pipeline does), identity folders
 of ready face crops (ORL: resized only), and LFW's people outside one View 2 fold (aligned, cached by
-`training.lfw`), so that the model can later be scored on that fold without seeing any of its people.
+`shared.vision.crop_cache`), so that the model can later be scored on that fold without seeing any of its people.
 """
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from services.detector.align import DLIB_150, AlignTemplate
+from shared import paths as repo_paths
+from shared.vision.align import DLIB_150, AlignTemplate, align, scaled_template
+from shared.vision.crop_cache import align_images, align_people
+from shared.vision.images import load_rgb
 from training.pairs import scan_identity_folders
 
 Progress = Callable[[Iterable], Iterable] | None
@@ -32,22 +35,10 @@ class FaceSet:
         return len(self.labels)
 
 
-def scaled_template(template: AlignTemplate, size: int) -> AlignTemplate:
-    """The same framing at another crop size (a 150-px dlib chip resized to `size`)."""
-    if size == template.size:
-        return template
-    r = size / template.size
-    # Pixel centres: x' + 0.5 = (x + 0.5) * r, as cv2.resize maps them.
-    return AlignTemplate(f"{template.name}@{size}", size, (template.points + 0.5) * r - 0.5)
-
-
 def realign(paths: list[str], landmarks: np.ndarray, root: Path, template: AlignTemplate) -> np.ndarray:
     """Crops warped straight onto `template` from the detector's landmarks (cached at the 150-px template):
     the very crops the pipeline makes at that template, without running MTCNN again. Resizing 150-px chips
     instead would differ from the pipeline's direct bilinear warp (which aliases when it shrinks)."""
-    from services.detector.align import align
-    from services.detector.faces import load_rgb
-
     blank = np.zeros((template.size, template.size, 3), np.uint8)  # rows where no face was found
     return np.stack([align(load_rgb(root / p), lm, template) if np.ptp(lm) > 0 else blank
                      for p, lm in zip(paths, landmarks)])
@@ -71,8 +62,6 @@ def _square(rgb: np.ndarray) -> np.ndarray:
 
 def load_crop_folders(root: str | Path, size: int) -> FaceSet:
     """Identity folders whose images already are face crops: centre-square, resize, no detection."""
-    from services.detector.faces import load_rgb
-
     ids = scan_identity_folders(root)
     crops = np.stack([cv2.resize(_square(load_rgb(p)), (size, size), interpolation=cv2.INTER_AREA)
                       for p in ids.paths])
@@ -82,13 +71,12 @@ def load_crop_folders(root: str | Path, size: int) -> FaceSet:
 def load_photo_folders(root: str | Path, size: int, progress: Progress = None) -> FaceSet:
     """Identity folders of photos: MTCNN + the dlib-150 template (the pipeline's detector), the largest
     face of each photo, cached; photos with no face are dropped."""
-    from services.detector.faces import FaceDetector
-    from training import lfw
+    from shared.vision.detect import FaceDetector
 
     root = Path(root)
     ids = scan_identity_folders(root)
     rel = [str(p.relative_to(root)) for p in ids.paths]
-    s = lfw.align_images(rel, root, FaceDetector(DLIB_150), "largest", progress=progress)
+    s = align_images(rel, root, FaceDetector(DLIB_150), "largest", progress=progress)
     keep = np.flatnonzero(s.found)
     return FaceSet(_crops_at(s, keep, root, size), ids.labels[keep], ids.names, f"photos:{root.resolve()}")
 
@@ -97,12 +85,12 @@ def load_lfw_other_folds(fold: int, size: int, progress: Progress = None) -> tup
     """LFW people of every `people.txt` fold but `fold` (-1: of every fold), aligned like eval aligns LFW
     (face nearest the centre). Returns the set and the sorted list of those people (the checkpoint's
     `trained_people`)."""
-    from services.detector.faces import FaceDetector
+    from shared.vision.detect import FaceDetector
     from training import lfw
 
-    root = lfw.data_root() / "lfw"
+    root = repo_paths.data_root() / "lfw"
     people = sorted(lfw.people_outside_fold(root / "people.txt", fold))
-    s, person_of_row = lfw.align_people(people, root / "images", FaceDetector(DLIB_150), "center", progress)
+    s, person_of_row = align_people(people, root / "images", FaceDetector(DLIB_150), "center", progress)
     names = sorted(set(person_of_row))
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[n] for n in person_of_row], np.int64)

@@ -1,7 +1,7 @@
 """`facestream train --head-only`: contrastive fine-tuning of the face-api tower's last layer.
 
 Everything below `fc` (256 -> 128) stays frozen, so each face's pooled features are computed once (with
-its mirror image, which is the only augmentation) and cached under `.run/cache/features/`; a run is then a
+its mirror image, which is the only augmentation) and cached (`shared.vision.features`); a run is then a
 few hundred steps of a 256 x 128 matrix: seconds on the CPU, which makes 10-fold cross-validation on LFW
 View 2 affordable where fine-tuning deeper layers (minutes per fold, and measured worse) is not. The
 Siamese structure is unchanged: both sides of every pair go through the one shared layer, and the loss is
@@ -9,69 +9,19 @@ Siamese structure is unchanged: both sides of every pair go through the one shar
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training import checkpoint
-from training.augment import to_input
+from shared.vision.features import cached_features
 from training.facedata import FaceSet
 from training.losses import ContrastiveLoss
 from training.pairs import PairSampler, PeopleSampler, all_pairs
 from training.pair_metrics import best_threshold
-
-CACHE = checkpoint.REPO_ROOT / ".run" / "cache" / "features"
-
-
-@torch.inference_mode()
-def pooled_features(net, crops: np.ndarray, norm: dict, batch: int = 64, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(features of each crop, features of its mirror), each N x 256 float32."""
-    net = net.eval().to(memory_format=torch.channels_last)
-    out, out_m = [], []
-    starts = range(0, len(crops), batch)
-    for i in (progress(starts) if progress else starts):
-        x = to_input(crops[i:i + batch], norm["mean"], norm["std"]).contiguous(memory_format=torch.channels_last)
-        out.append(net.features(x).float().numpy())
-        out_m.append(net.features(torch.flip(x, dims=[3])).float().numpy())
-    if not out:
-        return np.zeros((0, 256), np.float32), np.zeros((0, 256), np.float32)
-    return np.concatenate(out), np.concatenate(out_m)
-
-
-def cached_features(net, faces: FaceSet, norm: dict, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """`pooled_features` of a face set, cached per (frozen weights, image path, crop checksum): the ten
-    LFW folds share one computation. Sets without paths are computed every time."""
-    if faces.paths is None:
-        return pooled_features(net, faces.crops, norm, progress=progress)
-    sums = np.array([zlib.adler32(np.ascontiguousarray(c).tobytes()) for c in faces.crops], np.int64)
-    frozen = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    norm_key = [float(v) for v in (*norm["mean"], *norm["std"])]
-    key = hashlib.sha1(f"{checkpoint.weights_hash(frozen, 16)}|{norm_key}".encode()).hexdigest()[:16]
-    path = CACHE / f"{key}.npz"
-    have: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-    if path.exists():
-        z = np.load(path)
-        have = {(p, int(s)): (f, fm) for p, s, f, fm in zip(z["paths"].tolist(), z["sums"], z["f"], z["fm"])}
-    todo = [i for i, k in enumerate(zip(faces.paths, sums.tolist())) if k not in have]
-    if todo:
-        f, fm = pooled_features(net, faces.crops[todo], norm, progress=progress)
-        have.update({(faces.paths[i], int(sums[i])): (f[j], fm[j]) for j, i in enumerate(todo)})
-        keys = list(have)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{key}.tmp{os.getpid()}.npz")
-        np.savez(tmp, paths=np.array([k[0] for k in keys]), sums=np.array([k[1] for k in keys], np.int64),
-                 f=np.stack([have[k][0] for k in keys]), fm=np.stack([have[k][1] for k in keys]))
-        os.replace(tmp, path)
-    rows = [have[(p, int(s))] for p, s in zip(faces.paths, sums.tolist())]
-    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
-
 
 def _pair_accuracy(w: torch.Tensor, f: torch.Tensor, pairs: tuple) -> float:
     """Accuracy of held-out pairs at their best threshold, descriptors averaged with the mirror's."""
@@ -89,7 +39,7 @@ def run(cfg, tower, spec, faces: FaceSet, people: list[str], train_idx: np.ndarr
 
     t0 = time.perf_counter()
     bar = None if quiet else (lambda it: tqdm(it, desc="features", unit="batch", file=sys.stderr))
-    f_np, fm_np = cached_features(tower, faces, spec.input_norm, bar)
+    f_np, fm_np = cached_features(tower, faces.crops, faces.paths, spec.input_norm, bar)
     f, fm = torch.from_numpy(f_np), torch.from_numpy(fm_np)
     t_feat = time.perf_counter() - t0
     w = tower.fc.weight.detach().clone().float().requires_grad_(True)

@@ -1,4 +1,5 @@
-"""Pair lists (LFW's pairs.txt, a generic TSV) and people folds, plus a cache of detected, aligned crops.
+"""Pair lists (LFW's pairs.txt, a generic TSV) and people folds (the aligned-crop cache is
+`shared.vision.crop_cache`).
 
 LFW layout: <root>/images/<Person>/<Person>_NNNN.jpg. `pairs.txt` starts with "10 300" (folds, pairs of each
 kind per fold) and lists per fold 300 same-person lines "name i j" then 300 different-person lines
@@ -11,25 +12,8 @@ a path's person is its parent folder's name (used for identity-disjointness).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
-
-import numpy as np
-
-from services.detector.faces import FaceDetector, PickRule, load_rgb, pick_face
-from training.checkpoint import REPO_ROOT
-
-CACHE_ROOT = REPO_ROOT / ".run" / "cache" / "aligned"
-
-
-def data_root() -> Path:
-    """$FACESTREAM_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("FACESTREAM_DATA")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,134 +83,3 @@ def read_people_folds(people_txt: str | Path) -> list[list[tuple[str, int]]]:
 def people_outside_fold(people_txt: str | Path, fold: int) -> list[str]:
     """Everybody of the other folds: whom a model may train on to be scored on `fold` of pairs.txt."""
     return [name for k, f in enumerate(read_people_folds(people_txt)) if k != fold for name, _ in f]
-
-
-@dataclass(frozen=True)
-class AlignedSet:
-    """Detected, aligned faces of a list of images, row i for paths[i]; `found[i]` False when no face."""
-    paths: list[str]
-    crops: np.ndarray       # (N, S, S, 3) uint8; zeros where nothing was found
-    found: np.ndarray       # (N,) bool
-    n_faces: np.ndarray     # (N,) int: faces the detector saw in the image
-    boxes: np.ndarray       # (N, 4) float32 of the chosen face
-    probs: np.ndarray       # (N,) float32
-    landmarks: np.ndarray   # (N, 5, 2) float32
-
-    def index(self) -> dict[str, int]:
-        return {p: i for i, p in enumerate(self.paths)}
-
-
-def _cache_dir(images_root: Path, detector: FaceDetector, rule: str) -> Path:
-    key = f"{images_root.resolve()}|{detector.settings_key()}|{rule}"
-    return CACHE_ROOT / hashlib.sha1(key.encode()).hexdigest()[:16]
-
-
-def _load_cache(d: Path) -> AlignedSet | None:
-    if not (d / "meta.npz").exists():
-        return None
-    m = np.load(d / "meta.npz")
-    crops = np.load(d / "crops.npy", mmap_mode="r")  # mapped: a subset costs what it reads
-    return AlignedSet([str(p) for p in m["paths"]], crops, m["found"], m["n_faces"], m["boxes"], m["probs"],
-                      m["landmarks"])
-
-
-def _save_cache(d: Path, s: AlignedSet, settings: dict) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = f".tmp{os.getpid()}"
-    np.save(d / f"crops{tmp}.npy", np.ascontiguousarray(s.crops))
-    np.savez(d / f"meta{tmp}.npz", paths=np.array(s.paths), found=s.found, n_faces=s.n_faces, boxes=s.boxes,
-             probs=s.probs, landmarks=s.landmarks)
-    os.replace(d / f"crops{tmp}.npy", d / "crops.npy")
-    os.replace(d / f"meta{tmp}.npz", d / "meta.npz")
-    (d / "settings.json").write_text(json.dumps(settings, indent=1))
-
-
-def _detect(paths: Sequence[str], root: Path, detector: FaceDetector, rule: PickRule) -> AlignedSet:
-    size = detector.template.size
-    rows = {k: [] for k in ("crops", "found", "n_faces", "boxes", "probs", "landmarks")}
-    for p in paths:
-        rgb = load_rgb(root / p)
-        faces = detector.detect(rgb)
-        face = pick_face(faces, rgb.shape, rule)
-        rows["found"].append(face is not None)
-        rows["n_faces"].append(len(faces))
-        rows["crops"].append(face.crop if face else np.zeros((size, size, 3), np.uint8))
-        rows["boxes"].append(face.box if face else (0.0, 0.0, 0.0, 0.0))
-        rows["probs"].append(face.prob if face else 0.0)
-        rows["landmarks"].append(face.landmarks if face else np.zeros((5, 2), np.float32))
-    crops = np.stack(rows["crops"]) if paths else np.zeros((0, size, size, 3), np.uint8)
-    return AlignedSet(list(paths), crops, np.array(rows["found"], bool),
-                      np.array(rows["n_faces"], np.int32), np.array(rows["boxes"], np.float32).reshape(-1, 4),
-                      np.array(rows["probs"], np.float32), np.array(rows["landmarks"], np.float32).reshape(-1, 5, 2))
-
-
-_FIELDS = ("crops", "found", "n_faces", "boxes", "probs", "landmarks")
-
-
-def _merge(old: AlignedSet | None, new: AlignedSet) -> AlignedSet:
-    if old is None:
-        return new
-    return AlignedSet(old.paths + new.paths, *(np.concatenate([getattr(old, k), getattr(new, k)]) for k in _FIELDS))
-
-
-def _rows(s: AlignedSet, rows: Sequence[int]) -> AlignedSet:
-    idx = np.asarray(rows, dtype=np.int64)
-    return AlignedSet([s.paths[i] for i in idx], *(np.asarray(getattr(s, k)[idx]) for k in _FIELDS))
-
-
-def _save_merged(d: Path, have: AlignedSet, settings: dict) -> AlignedSet:
-    """Save under a lock, first taking in what another process (training, a second eval) added meanwhile,
-    so that two runs sharing a cache do not drop each other's work."""
-    import fcntl
-
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        disk = _load_cache(d)
-        if disk is not None:
-            mine = set(have.paths)
-            extra = [i for i, p in enumerate(disk.paths) if p not in mine]
-            if extra:
-                have = _merge(have, _rows(disk, extra))
-        _save_cache(d, have, settings)
-    return have
-
-
-def align_images(paths: Sequence[str], images_root: str | Path, detector: FaceDetector, rule: PickRule,
-                 progress: Callable[[Iterable], Iterable] | None = None, use_cache: bool = True,
-                 save_every: int = 2000) -> AlignedSet:
-    """Detect and align one face per image (chosen by `rule`), each image once: results are cached under
-    .run/cache/aligned/<hash of root + detector settings + template + rule>/, grown as new images come
-    and saved every `save_every` images, so that an interrupted run keeps most of its work."""
-    root = Path(images_root)
-    d = _cache_dir(root, detector, rule)
-    settings = {"images_root": str(root.resolve()), "detector": detector.settings_key(), "rule": rule,
-                "template": detector.template.to_dict()}
-    have = _load_cache(d) if use_cache else None
-    known = set(have.paths) if have else set()
-    todo = [p for p in dict.fromkeys(paths) if p not in known]
-    bar = progress(todo) if progress else todo  # one progress bar over all the chunks
-    it = iter(bar)
-    for start in range(0, len(todo), save_every):
-        chunk = [next(it) for _ in todo[start:start + save_every]]
-        have = _merge(have, _detect(chunk, root, detector, rule))
-        if use_cache:
-            have = _save_merged(d, have, settings)
-    if hasattr(bar, "close"):
-        bar.close()
-    if have is None:  # no paths asked for, nothing cached
-        return _detect([], root, detector, rule)
-    index = have.index()
-    return _rows(have, [index[p] for p in paths])
-
-
-def align_people(people: Iterable[str], images_root: str | Path, detector: FaceDetector,
-                 rule: PickRule = "center", progress: Callable[[Iterable], Iterable] | None = None
-                 ) -> tuple[AlignedSet, list[str]]:
-    """All images of the given people (folders <root>/<Person>/*.jpg), aligned and cached: the set and each
-    row's person. Rows where no face was found are dropped. For training on LFW's other folds' people."""
-    root = Path(images_root)
-    paths = [f"{name}/{f.name}" for name in people for f in sorted((root / name).glob("*.jpg"))]
-    s = align_images(paths, root, detector, rule, progress)
-    kept = _rows(s, np.flatnonzero(s.found))
-    return kept, [p.split("/")[0] for p in kept.paths]

@@ -10,7 +10,7 @@
     facestream train --data ~/faces --out out/train/mine         # identity folders root/<person>/<photos>
     facestream train --resume out/train/mine/ckpt.pt --steps 6000
 
-The checkpoint (`<out>/ckpt.pt`) is a facestream checkpoint (`training.checkpoint`): the tower, its input
+The checkpoint (`<out>/ckpt.pt`) is a facestream checkpoint (`shared.vision.checkpoint`): the tower, its input
 size and alignment template, and under "train" the optimizer, step, config, history and the people it
 trained on, so that `facestream eval` never scores a pair of people the model has seen.
 """
@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import checkpoint
-from training.augment import AugmentConfig, augment, to_input
+from shared.vision import checkpoint
+from shared.vision.pixels import to_input
+from training.augment import AugmentConfig, augment
 from training.curves import plot_curves
 from training.losses import ContrastiveLoss, pair_distance
 from training.pairs import PairSampler, PeopleSampler, all_pairs, with_hard_negatives

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from services.detector.align import DLIB_150, AlignTemplate
-from training import checkpoint
-from training.facedata import (FaceSet, load_crop_folders, load_lfw_other_folds, load_photo_folders,
-                               scaled_template)
+from shared import paths
+from shared.vision import checkpoint
+from shared.vision.align import DLIB_150, AlignTemplate, scaled_template
+from training.facedata import FaceSet, load_crop_folders, load_lfw_other_folds, load_photo_folders
 
 SCRATCH, FACEAPI = "scratch", "faceapi"
 DEFAULT_LR = {SCRATCH: 3e-3, FACEAPI: 1e-4}  # faceapi: relative (see --relative-lr); fine-tuning moves gently
@@ -35,7 +35,7 @@ class TrainConfig:
                                       "every fold (a model for the pipeline, which LFW can then no longer score)")
     head_only: bool = _opt(False, "faceapi: fine-tune only the last layer (fc 256->128) on cached features of the "
                                   "frozen network: seconds per run on the CPU; sets the head recipe below")
-    init: str = _opt(str(checkpoint.REPO_ROOT / "models" / "faceapi_resnet128.pt"), "pretrained checkpoint (faceapi)")
+    init: str = _opt(str(paths.MODELS_DIR / "faceapi_resnet128.pt"), "pretrained checkpoint (faceapi)")
     freeze: int = _opt(8, "faceapi: freeze this many leading stages (1 = the stem, 2 = stem + first block, ...; "
                           "8 = through conv64_3, 2.8x faster on the CPU than none)")
     input_size: int = _opt(64, "scratch: input side in pixels, e.g. 64, 100, 112 (faceapi: its checkpoint's)")
@@ -109,9 +109,7 @@ def parse_config(argv: list[str] | None) -> tuple[TrainConfig, dict | None]:
     dry, resume = given.pop("dry_run", False), given.pop("resume", None)
     base: dict = {}
     if dry:
-        from training.lfw import data_root  # $FACESTREAM_DATA or ../shared/data
-
-        base = {**DRY_RUN, "data": str(data_root() / "orl_att_faces")}
+        base = {**DRY_RUN, "data": str(paths.data_root() / "orl_att_faces")}
     if given.get("head_only"):
         if resume is not None:
             p.error("--head-only runs take seconds: run again rather than --resume")
@@ -153,7 +151,8 @@ class TowerSpec:
 
 def build_tower(cfg: TrainConfig, resumed: dict | None) -> tuple[nn.Module, TowerSpec]:
     """The tower: from the resumed checkpoint, the pretrained face-api checkpoint, or freshly initialized."""
-    from training.towers import ScratchCNN, freeze_faceapi_blocks
+    from shared.vision.nets.scratch_cnn import ScratchCNN
+    from training.towers import freeze_faceapi_blocks
 
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.tower]
     relative = cfg.relative_lr if cfg.relative_lr is not None else cfg.tower == FACEAPI

@@ -40,13 +40,13 @@ class DetectorConfig(StageConfig):
 def build(cfg: DetectorConfig) -> Stage:
     import torch
 
-    from services.detector.faces import FaceDetector
     from services.detector.stage import Gates, make_process
-    from training import checkpoint, model_meta
+    from shared.vision import checkpoint, meta
+    from shared.vision.detect import FaceDetector
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    template = checkpoint.template_of(model_meta.read_meta(Path(cfg.model) if cfg.model else model_meta.default_path()))
+    template = checkpoint.template_of(meta.read_meta(Path(cfg.model) if cfg.model else meta.default_path()))
     detector = FaceDetector(template, min_face_size=cfg.min_face_size, device=cfg.device,
                             refine=cfg.refine_landmarks)
     gates = Gates(cfg.min_face_size, cfg.min_prob, cfg.min_sharpness, cfg.max_faces)

@@ -32,7 +32,7 @@ def build(cfg: EmbedderConfig) -> Stage:
     import torch
 
     from services.embedder.stage import make_process
-    from training.embedding_model import EmbeddingModel
+    from shared.vision.embed import EmbeddingModel
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -66,7 +66,8 @@ def downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
 def embed_photos(files: list[Path], detector, model, pick: Pick = "only", min_face_size: float = 40.0,
                  min_prob: float = 0.95, max_side: int = 1600) -> list[Accepted | Refused]:
     """One result per file, in order. `detector.detect(rgb)` and `model.embed(crops)` as in the pipeline."""
-    from services.detector.faces import load_rgb, pick_face
+    from shared.vision.detect import pick_face
+    from shared.vision.images import load_rgb
 
     results: list[Accepted | Refused] = []
     for path in files:

@@ -38,8 +38,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def load_pipeline(args):
-    from services.detector.faces import FaceDetector
-    from training.embedding_model import EmbeddingModel
+    from shared.vision.detect import FaceDetector
+    from shared.vision.embed import EmbeddingModel
 
     model = EmbeddingModel.load(args.model, device="cpu")
     return FaceDetector(model.template, min_face_size=int(args.min_face_size)), model

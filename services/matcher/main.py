@@ -77,12 +77,12 @@ class LiveIndex:
 
 def build(cfg: MatcherConfig) -> Stage:
     from services.matcher.stage import Matcher
-    from training import model_meta  # not torch: the matcher needs only the version and the threshold
+    from shared.vision import meta  # not torch: the matcher needs only the version and the threshold
 
-    path = Path(cfg.model) if cfg.model else model_meta.default_path()
+    path = Path(cfg.model) if cfg.model else meta.default_path()
     if not path.exists():
         raise ConfigError(f"no checkpoint at {path} (run `make models`)")
-    ckpt = model_meta.read_meta(path)
+    ckpt = meta.read_meta(path)
     threshold = cfg.threshold
     if threshold is None:
         if not ckpt.get("threshold"):

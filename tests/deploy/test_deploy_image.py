@@ -58,7 +58,7 @@ def test_runs_facestream_as_an_unprivileged_numeric_user():
 
 def test_fetches_the_model_at_build_time_where_the_pods_look_for_it():
     runs = _runs()
-    assert "python -m training.fetch_faceapi" in runs
+    assert "python -m shared.vision.provision" in runs
     (checked,) = re.findall(r"test -s (\S+)", runs)
     (workdir,) = {args for word, args in _final_stage() if word == "WORKDIR"}
     assert _env(_final_stage())["FACESTREAM_MODEL"] == f"{workdir}/{checked}"
@@ -128,3 +128,12 @@ def test_the_build_context_holds_what_the_image_copies():
                                   "shared/__pycache__/config.cpython-311.pyc"])
 def test_the_build_context_leaves_out_local_state(path):
     assert _ignored(path, _dockerignore())
+
+
+def test_the_serving_image_holds_shared_and_services_only():
+    """The two lower layers and the entry point: no training/ (its dlib benchmark, its recipes), no bench/."""
+    code_dirs = {src.rstrip("/") for word, args in _instructions() if word == "COPY" and "--from=" not in args
+                 for src in args.split()[:-1] if (REPO / src).is_dir()}
+    assert code_dirs == {"shared", "services"}
+    for layer in ("training", "bench", "scripts", "tests"):
+        assert _ignored(f"{layer}/x.py", _dockerignore()), f"{layer}/ is in the build context"

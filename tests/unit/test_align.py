@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from services.detector.align import DLIB_150, AlignTemplate, align, similarity_transform
+from shared.vision.align import DLIB_150, AlignTemplate, align, similarity_transform
 
 
 def _similarity(scale: float, angle: float, tx: float, ty: float) -> np.ndarray:

@@ -1,4 +1,5 @@
 """The checkpoint format and `make models`' download checks (no network: requests is faked)."""
+
 import io
 import tarfile
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from services.detector.align import DLIB_150
-from training import checkpoint, fetch_faceapi
+from shared import paths
+from shared.vision import checkpoint
+from shared.vision import provision as fetch_faceapi
+from shared.vision.align import DLIB_150
 
 
 class Tiny(nn.Module):
@@ -26,6 +29,23 @@ def _save(path, **over):
               template=DLIB_150, embedding_dim=4, model_version="tiny-1", flip_average=False)
     kw.update(over)
     return checkpoint.save(path, **kw)
+
+
+class _FakeResponse:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def raise_for_status(self):
+        pass
+
+    def iter_content(self, n):
+        yield self.body
 
 
 def test_round_trip_builds_the_same_network(tmp_path, tiny_arch):
@@ -59,7 +79,7 @@ def test_unknown_arch_and_foreign_files_are_refused(tmp_path, tiny_arch):
 
 def test_default_path_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("FACESTREAM_MODEL", raising=False)
-    assert checkpoint.default_path() == checkpoint.REPO_ROOT / "models" / "facestream.pt"
+    assert checkpoint.default_path() == paths.MODELS_DIR / "facestream.pt"
     monkeypatch.setenv("FACESTREAM_MODEL", str(tmp_path / "x.pt"))
     assert checkpoint.default_path() == tmp_path / "x.pt"
 
@@ -74,23 +94,6 @@ def test_sri_string_is_npm_style(tmp_path):
     (tmp_path / "f").write_bytes(b"abc")
     assert fetch_faceapi.sri_sha512(tmp_path / "f") == (
         "sha512-3a81oZNherrMQXNJriBBMRLm+k6JqX6iCp7u5ktV05ohkpkqJ0/BqDa6PCOj/uu9RU1EI2Q86A4qmslPpUyknw==")
-
-
-class _FakeResponse:
-    def __init__(self, body: bytes):
-        self.body = body
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def raise_for_status(self):
-        pass
-
-    def iter_content(self, n):
-        yield self.body
 
 
 def test_a_tampered_download_is_refused_and_not_kept(tmp_path, monkeypatch):
@@ -127,9 +130,3 @@ def test_extracts_only_the_two_model_files_and_checks_the_size(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         [fetch_faceapi.MANIFEST_NAME, fetch_faceapi.WEIGHTS_NAME])
     assert not (tmp_path.parent / "evil.sh").exists()
-
-
-def test_the_cached_tarball_matches_the_pinned_hash():
-    if not fetch_faceapi.TARBALL.exists():
-        pytest.fail(f"{fetch_faceapi.TARBALL} is missing: run `make models` first", pytrace=False)
-    assert fetch_faceapi.sri_sha512(fetch_faceapi.TARBALL) == fetch_faceapi.TARBALL_INTEGRITY

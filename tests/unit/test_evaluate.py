@@ -1,8 +1,21 @@
 """The verification protocol on synthetic scores small enough to check by hand, and the pair-file readers."""
+
 import numpy as np
 import pytest
 
+from shared.vision import crop_cache
 from training import evaluate, lfw, pair_metrics
+
+
+def _pair(fold, same, a, b):
+    return lfw.Pair(fold, same, f"{a}/{a}_0001.jpg", f"{b}/{b}_0002.jpg", a, b)
+
+
+def _aligned(paths, value):
+    n = len(paths)
+    return crop_cache.AlignedSet(list(paths), np.full((n, 4, 4, 3), value, np.uint8), np.ones(n, bool),
+                          np.ones(n, np.int32), np.zeros((n, 4), np.float32), np.ones(n, np.float32),
+                          np.zeros((n, 5, 2), np.float32))
 
 
 def test_best_threshold_separable():
@@ -82,10 +95,6 @@ def test_a_single_fold_set_says_its_threshold_is_optimistic():
     assert s["accuracy_mean"] == 0.75 and s["accuracy_std"] == 0.0 and "optimistic" in s["threshold_from"]
 
 
-def _pair(fold, same, a, b):
-    return lfw.Pair(fold, same, f"{a}/{a}_0001.jpg", f"{b}/{b}_0002.jpg", a, b)
-
-
 def test_pairs_of_trained_people_are_left_out_and_named():
     pairs = [_pair(0, True, "Ann", "Ann"), _pair(0, False, "Ann", "Bob"), _pair(1, False, "Cy", "Dee")]
     keep, folds, note = evaluate.disjoint_filter(pairs, {"Bob", "Zed"}, None, is_view2=True)
@@ -147,61 +156,10 @@ def test_read_people_folds(tmp_path):
     assert lfw.read_people_folds(p) == [[("Ann", 3), ("Bob", 1)]]
 
 
-def _aligned(paths, value):
-    n = len(paths)
-    return lfw.AlignedSet(list(paths), np.full((n, 4, 4, 3), value, np.uint8), np.ones(n, bool),
-                          np.ones(n, np.int32), np.zeros((n, 4), np.float32), np.ones(n, np.float32),
-                          np.zeros((n, 5, 2), np.float32))
-
-
 def test_cache_saves_keep_what_another_process_added(tmp_path):
     d = tmp_path / "cache"
-    lfw._save_merged(d, _aligned(["a", "b"], 1), {})   # process 1 saves a, b
-    got = lfw._save_merged(d, _aligned(["c"], 2), {})  # process 2 had loaded nothing, adds c
+    crop_cache._save_merged(d, _aligned(["a", "b"], 1), {})   # process 1 saves a, b
+    got = crop_cache._save_merged(d, _aligned(["c"], 2), {})  # process 2 had loaded nothing, adds c
     assert got.paths == ["c", "a", "b"]
-    disk = lfw._load_cache(d)
+    disk = crop_cache._load_cache(d)
     assert disk.paths == ["c", "a", "b"] and disk.crops[0].max() == 2 and disk.crops[2].max() == 1
-
-
-def test_eval_end_to_end_on_a_tsv_pair_set(tmp_path, monkeypatch, capsys):
-    """`facestream eval --pairs ... --format tsv` on eight real photos: a report, a ROC plot, people the
-    model trained on left out, and a calibrated threshold written into (a copy of) the checkpoint."""
-    import json
-    import os
-    from pathlib import Path
-
-    from training import checkpoint
-
-    src = checkpoint.REPO_ROOT / "models" / "faceapi_resnet128.pt"
-    if not src.exists():
-        pytest.fail(f"{src} is missing: run `make models` first", pytrace=False)
-    data = Path(os.environ.get("FACESTREAM_DATA", checkpoint.REPO_ROOT.parent / "shared" / "data"))
-    root = data / "face_recognition_examples" / "examples" / "knn_examples" / "train"
-    monkeypatch.setattr(lfw, "CACHE_ROOT", tmp_path / "cache")
-    from training import head
-
-    monkeypatch.setattr(head, "CACHE", tmp_path / "features")
-    ob, bi = "obama/obama.jpg\tobama/obama2.jpg", "biden/biden.jpg\tbiden/biden2.jpg"
-    (tmp_path / "p.tsv").write_text(
-        "# fold same path1 path2\n"
-        f"0\t1\t{ob}\n0\t1\t{bi}\n0\t0\tobama/obama.jpg\tbiden/biden.jpg\n"
-        "0\t0\tkit_harington/john1.jpeg\trose_leslie/img1.jpg\n"
-        "1\t1\tkit_harington/john1.jpeg\tkit_harington/john2.jpeg\n1\t1\trose_leslie/img1.jpg\trose_leslie/img2.jpg\n"
-        "1\t0\tobama/obama2.jpg\tkit_harington/john2.jpeg\n1\t0\tbiden/biden2.jpg\trose_leslie/img2.jpg\n")
-    model = tmp_path / "m.pt"
-    ckpt = checkpoint.load(src)
-    ckpt["train"] = {"trained_people": ["rose_leslie"]}
-    checkpoint.write(model, ckpt)
-    args = ["--model", str(model), "--pairs", str(tmp_path / "p.tsv"), "--images-root", str(root),
-            "--format", "tsv", "--json", str(tmp_path / "r.json"), "--calibrate-far", "0.5",
-            "--write-threshold", "--quiet", "--threads", "1"]
-    assert evaluate.main(args) == 0
-    r = json.loads((tmp_path / "r.json").read_text())
-    assert r["identity_disjoint"]["excluded_pairs"] == 3
-    assert r["identity_disjoint"]["excluded_people"] == ["rose_leslie"]
-    assert r["n_pairs_scored"] == 5 and r["face_choice"] == "largest" and r["no_face"]["pairs"] == 0
-    assert r["accuracy_mean"] == 1.0 and r["auc"] == 1.0  # these photos are easy for this network
-    assert Path(r["roc_png"]).stat().st_size > 1000
-    written = checkpoint.load(model)["threshold"]
-    assert written["far"] == 0.5 and written["cosine"] == pytest.approx(r["calibration"]["cosine"])
-    assert "took" in capsys.readouterr().out

@@ -1,16 +1,25 @@
 """Ingest's pure decisions: backoff bounds and jitter, file pacing, the fps cap, encoding under the limit."""
+
 from __future__ import annotations
 
 import random
 
-import cv2
 import numpy as np
 import pytest
 
-from services.ingest.cameras import Backoff, EncodedFrame, FpsGate, FrameTooLarge, Pacer, encode_to_fit, scaled_size
+from services.ingest.cameras import Backoff, FpsGate, Pacer
 
 
-# --- backoff ---------------------------------------------------------------------------------------
+def play(pacer: Pacer, media_times: list[float], decode_s: float = 0.0) -> list[float]:
+    """Deliver frames through `pacer` on a fake clock; return the delivery times."""
+    now, out = 100.0, []
+    for t in media_times:
+        now += decode_s
+        now += pacer.delay(t, now)
+        out.append(now)
+    return out
+
+
 def test_backoff_doubles_up_to_the_cap_and_jitter_stays_in_bounds():
     b = Backoff(initial_s=0.5, max_s=30.0, jitter=0.5)
     rng = random.Random(7)
@@ -27,17 +36,6 @@ def test_backoff_without_jitter_is_deterministic_and_huge_attempts_do_not_overfl
     assert [b.delay(n, random.random()) for n in range(6)] == [1, 2, 4, 8, 10, 10]
     assert b.delay(10_000, 0.99) == 10.0
     assert Backoff(1.0, 10.0, 1.0).delay(2, 0.999) == pytest.approx(0.004)  # full jitter: near 0, never below
-
-
-# --- pacing ----------------------------------------------------------------------------------------
-def play(pacer: Pacer, media_times: list[float], decode_s: float = 0.0) -> list[float]:
-    """Deliver frames through `pacer` on a fake clock; return the delivery times."""
-    now, out = 100.0, []
-    for t in media_times:
-        now += decode_s
-        now += pacer.delay(t, now)
-        out.append(now)
-    return out
 
 
 def test_pacer_delivers_a_file_at_its_own_frame_rate():
@@ -62,7 +60,6 @@ def test_pacer_does_not_wait_out_a_gap_in_a_broken_file():
     assert pacer.delay(600.0 + 1 / 30, 10.04) == pytest.approx(1 / 30)
 
 
-# --- fps cap ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cap, kept_per_30", [(15, 15), (10, 10), (20, 20), (30, 30), (60, 30), (None, 30)])
 def test_fps_gate_keeps_the_cap_rate_evenly(cap, kept_per_30):
     gate = FpsGate(cap)
@@ -86,54 +83,3 @@ def test_fps_gate_restarts_after_a_stall_without_a_burst():
     assert gate.admit(5.0)            # the stream stalled for 5 s
     assert not gate.admit(5.03)       # the frames queued behind the stall do not all pass
     assert gate.admit(5.1)
-
-
-# --- encoding under the message limit --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def crowd_frame(data_dir) -> np.ndarray:
-    cap = cv2.VideoCapture(str(data_dir / "videos" / "crowd_royal_opera_house_unlabeled_4s.mp4"))
-    ok, bgr = cap.read()
-    cap.release()
-    assert ok, "could not read a frame of the crowd clip"
-    return bgr
-
-
-def decode(enc: EncodedFrame) -> np.ndarray:
-    img = cv2.imdecode(np.frombuffer(enc.jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert img is not None and img.shape[:2] == (enc.height, enc.width)
-    return img
-
-
-def test_a_frame_that_fits_keeps_its_size(crowd_frame):
-    enc = encode_to_fit(crowd_frame, 85, None, 900_000)
-    assert (enc.width, enc.height) == (1920, 1080) and len(enc.jpeg) <= 900_000
-    assert np.abs(decode(enc).astype(int) - crowd_frame).mean() < 4  # the same picture, JPEG-close
-
-
-def test_a_frame_over_the_limit_is_downscaled_until_it_fits(crowd_frame):
-    full = len(encode_to_fit(crowd_frame, 95, None, 10**8).jpeg)
-    limit = full // 5
-    enc = encode_to_fit(crowd_frame, 95, None, limit)
-    assert len(enc.jpeg) <= limit
-    # the widest size that fits, by bisection: downscaling must not give away much more than the limit needs
-    lo, hi = 64, 1920
-    while hi - lo > 8:
-        mid = (lo + hi) // 2
-        small = cv2.resize(crowd_frame, (mid, round(mid * 9 / 16)), interpolation=cv2.INTER_AREA)
-        fits = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].nbytes <= limit
-        lo, hi = (mid, hi) if fits else (lo, mid)
-    assert 0.85 * lo <= enc.width < 1920
-    assert enc.width / enc.height == pytest.approx(16 / 9, rel=0.01)
-    small = cv2.resize(crowd_frame, (enc.width, enc.height), interpolation=cv2.INTER_AREA)
-    assert np.abs(decode(enc).astype(int) - small).mean() < 4
-
-
-def test_max_width_downscales_first(crowd_frame):
-    enc = encode_to_fit(crowd_frame, 85, 640, 900_000)
-    assert (enc.width, enc.height) == (640, 360)
-    assert scaled_size(1920, 1080, 640) == (640, 360) and scaled_size(320, 240, 640) == (320, 240)
-
-
-def test_an_impossible_limit_fails_clearly(crowd_frame):
-    with pytest.raises(FrameTooLarge, match="does not fit in 2000 bytes"):
-        encode_to_fit(crowd_frame, 95, None, 2000, min_width=400)

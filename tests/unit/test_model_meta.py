@@ -1,7 +1,7 @@
 """Checkpoint metadata without torch, and recorded calibrations applied to re-made checkpoints."""
 import json
 
-from training import model_meta
+from shared.vision import meta as model_meta
 
 
 def test_recorded_calibration_fills_a_missing_threshold_for_the_same_weights_only(tmp_path, monkeypatch):

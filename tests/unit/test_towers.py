@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.augment import AugmentConfig, augment, to_input
+from shared.vision.pixels import to_input
+from training.augment import AugmentConfig, augment
 from training.siamese import SiameseNet
-from training.towers import ScratchCNN, freeze_faceapi_blocks
+from shared.vision.nets.scratch_cnn import ScratchCNN
+from training.towers import freeze_faceapi_blocks
 
 
 @pytest.mark.parametrize("size", [100, 112])
@@ -49,7 +51,7 @@ def test_mirror_only_augmentation_flips_exactly():
 
 
 def test_freezing_the_first_stages_of_the_resnet():
-    from training.faceapi_resnet import FaceApiResNet
+    from shared.vision.nets.faceapi_resnet import FaceApiResNet
 
     net = FaceApiResNet()
     assert freeze_faceapi_blocks(net, 0) == []

@@ -85,3 +85,12 @@ def align(rgb: np.ndarray, landmarks: np.ndarray, template: AlignTemplate = DLIB
     m = similarity_transform(landmarks, template.points)
     return cv2.warpAffine(rgb, m, (template.size, template.size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def scaled_template(template: AlignTemplate, size: int) -> AlignTemplate:
+    """The same framing at another crop size (a 150-px dlib chip resized to `size`)."""
+    if size == template.size:
+        return template
+    r = size / template.size
+    # Pixel centres: x' + 0.5 = (x + 0.5) * r, as cv2.resize maps them.
+    return AlignTemplate(f"{template.name}@{size}", size, (template.points + 0.5) * r - 0.5)

@@ -7,13 +7,12 @@ and enrollment want every face with its measurements, and choose for themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Sequence
 
 import cv2
 import numpy as np
 
-from services.detector.align import DLIB_150, AlignTemplate, align, similarity_transform
+from shared.vision.align import DLIB_150, AlignTemplate, align, similarity_transform
 
 REFINE_PAD = 50  # px of black around an aligned crop for the second detection pass
 
@@ -137,12 +136,3 @@ def pick_face(faces: Sequence[Face], image_shape: tuple[int, ...], rule: PickRul
         return min(faces, key=lambda f: (f.center[0] - cx) ** 2 + (f.center[1] - cy) ** 2)
     raise ValueError(f"unknown rule {rule!r}: use 'largest', 'center' or 'only'")
 
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB: greyscale, palette and 32-bit RGBA files included, EXIF rotation
-    applied (phone photos are often stored sideways)."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()

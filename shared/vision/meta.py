@@ -2,14 +2,17 @@
 
 The matcher needs only a checkpoint's model version and threshold, and the detector only its alignment
 template; importing torch for that cost the matcher 670 MB of memory (bench/results/profiles.json). So
-every checkpoint written by `training.checkpoint.write` gets a JSON sidecar (`facestream.pt` ->
+every checkpoint written by `shared.vision.checkpoint.write` gets a JSON sidecar (`facestream.pt` ->
 `facestream.json`) with its non-tensor fields, and `read_meta` reads that.
 
 Calibrations: `facestream eval --calibrate-far F --write-threshold` stores the threshold in the checkpoint;
 with `--record-calibration` (what `make calibrate` runs on LFW View 2) it also records it in
-`models/calibration.json`, which is committed. A checkpoint made again from the
-same weights (`make models` on a fresh machine: the model version carries a hash of the weights) gets the
-recorded threshold when it is loaded, so the matcher starts without a 30-minute evaluation first.
+`models/calibration.json`, which is committed. A checkpoint made again from the same weights (`make
+models` on a fresh machine: the model version carries a hash of the weights) gets the recorded threshold
+when it is loaded, so the matcher starts without a 30-minute evaluation first.
+
+This module is below `checkpoint` (which imports it), never above: it reads a checkpoint file itself
+when its sidecar is missing or stale.
 """
 from __future__ import annotations
 
@@ -17,16 +20,16 @@ import json
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CALIBRATION = REPO_ROOT / "models" / "calibration.json"
+from shared import paths
+
+CALIBRATION = paths.MODELS_DIR / "calibration.json"
 META_KEYS = ("format", "arch", "arch_config", "input_size", "template", "embedding_dim", "model_version",
              "flip_average", "threshold", "input_norm", "eval")
 
 
 def default_path() -> Path:
     """$FACESTREAM_MODEL if set, else models/facestream.pt in the repository."""
-    env = os.environ.get("FACESTREAM_MODEL")
-    return Path(env) if env else REPO_ROOT / "models" / "facestream.pt"
+    return paths.default_model()
 
 
 def sidecar_path(ckpt_path: str | Path) -> Path:
@@ -77,6 +80,11 @@ def read_meta(ckpt_path: str | Path) -> dict:
     side = sidecar_path(ckpt_path)
     if side.exists() and ckpt_path.exists() and side.stat().st_mtime >= ckpt_path.stat().st_mtime:
         return with_calibration(json.loads(side.read_text()))
-    from training import checkpoint  # torch
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path} (run `make models`)")
+    import torch
 
-    return meta_of(checkpoint.load(ckpt_path))
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model_version" not in ckpt:
+        raise ValueError(f"{ckpt_path} is not a facestream checkpoint")
+    return with_calibration(meta_of(ckpt))

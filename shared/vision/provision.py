@@ -1,6 +1,6 @@
 """`make models`: fetch the pinned face-api npm tarball, check it, convert its ResNet into a checkpoint.
 
-    python -m training.fetch_faceapi [--force]
+    python -m shared.vision.provision [--force]
 
 Downloads `@vladmandic/face-api` 1.7.15 from the npm registry over HTTPS (no Node.js), refuses it unless
 its sha512 equals the integrity string pinned below (copied from the registry's `dist.integrity`), keeps
@@ -19,16 +19,18 @@ import tarfile
 import time
 from pathlib import Path
 
-from training import checkpoint
-from training.faceapi_resnet import (EMBEDDING_DIM, EXPECTED_BYTES, INPUT_SIZE, MANIFEST_NAME, MEAN_RGB,
-                                     WEIGHTS_NAME, load_tfjs_state_dict)
+from shared import paths
+from shared.vision import checkpoint
+from shared.vision.align import DLIB_150
+from shared.vision.nets.faceapi_resnet import (EMBEDDING_DIM, EXPECTED_BYTES, INPUT_SIZE, INPUT_STD, MANIFEST_NAME,
+                                               MEAN_RGB, WEIGHTS_NAME, load_tfjs_state_dict)
 
 PACKAGE_VERSION = "1.7.15"
 TARBALL_URL = f"https://registry.npmjs.org/@vladmandic/face-api/-/face-api-{PACKAGE_VERSION}.tgz"
 # dist.integrity of https://registry.npmjs.org/@vladmandic/face-api/1.7.15
 TARBALL_INTEGRITY = "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw=="
 
-MODELS_DIR = checkpoint.REPO_ROOT / "models"
+MODELS_DIR = paths.MODELS_DIR
 CACHE_DIR = MODELS_DIR / "cache"
 TARBALL = CACHE_DIR / f"face-api-{PACKAGE_VERSION}.tgz"
 CONVERTED = MODELS_DIR / "faceapi_resnet128.pt"
@@ -87,35 +89,33 @@ def extract_model_files(tarball: Path, out_dir: Path) -> tuple[Path, Path]:
 
 def convert(manifest: Path, weights: Path, out: Path) -> Path:
     """Write the facestream checkpoint of the pretrained tower, with no threshold yet (eval calibrates it)."""
-    from services.detector.align import DLIB_150
-
     sd = load_tfjs_state_dict(manifest, weights)
     return checkpoint.save(
         out, arch="faceapi_resnet128", arch_config={"embedding_dim": EMBEDDING_DIM}, state_dict=sd,
         input_size=INPUT_SIZE, template=DLIB_150, embedding_dim=EMBEDDING_DIM,
         model_version=f"faceapi-resnet128-{PACKAGE_VERSION}-{checkpoint.weights_hash(sd)}",
-        flip_average=True, threshold=None, input_norm={"mean": list(MEAN_RGB), "std": [256.0] * 3},
+        flip_average=True, threshold=None, input_norm={"mean": list(MEAN_RGB), "std": list(INPUT_STD)},
         train={"source": TARBALL_URL, "integrity": TARBALL_INTEGRITY, "trained_people": [],
                "note": "pretrained by dlib's author on ~3M faces of ~7.5k people (not LFW's test protocol)"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.fetch_faceapi", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m shared.vision.provision", description=__doc__.split("\n")[0])
     p.add_argument("--force", action="store_true", help="convert again even when the checkpoint exists")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     if CONVERTED.exists() and not args.force:
         checkpoint.load(CONVERTED)  # a truncated or foreign file must not pass as done
-        print(f"{CONVERTED.relative_to(checkpoint.REPO_ROOT)} is there")
+        print(f"{CONVERTED.relative_to(paths.REPO_ROOT)} is there")
     else:
         tarball = download()
         manifest, weights = extract_model_files(tarball, CACHE_DIR / f"face-api-{PACKAGE_VERSION}")
         convert(manifest, weights, CONVERTED)
-        print(f"wrote {CONVERTED.relative_to(checkpoint.REPO_ROOT)}")
+        print(f"wrote {CONVERTED.relative_to(paths.REPO_ROOT)}")
     default = checkpoint.DEFAULT_CHECKPOINT
     if not default.exists():
         checkpoint.write(default, checkpoint.load(CONVERTED))  # atomic: the embedder may be starting
-        print(f"wrote {default.relative_to(checkpoint.REPO_ROOT)} (the pipeline's default model)")
+        print(f"wrote {default.relative_to(paths.REPO_ROOT)} (the pipeline's default model)")
     print(f"models ready in {time.perf_counter() - t0:.1f} s")
     return 0
 

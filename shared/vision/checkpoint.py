@@ -9,7 +9,8 @@
      "eval": {...} (optional: the summary of the last `facestream eval`)}
 
 Only plain types and tensors go in, so `torch.load(weights_only=True)` reads it: a checkpoint cannot run
-code when loaded. The embedder, the gallery, eval and training all read it through `load`.
+code when loaded. The embedder, the gallery, eval and training all read it through `load`; the torch-free
+metadata sidecar and the recorded calibrations are `shared.vision.meta`.
 """
 from __future__ import annotations
 
@@ -22,26 +23,27 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from services.detector.align import AlignTemplate
-from training import model_meta
+from shared import paths
+from shared.vision import meta
+from shared.vision.align import AlignTemplate
 
 FORMAT = "facestream-checkpoint/1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "facestream.pt"
+REPO_ROOT = paths.REPO_ROOT
+DEFAULT_CHECKPOINT = paths.MODELS_DIR / "facestream.pt"
 REQUIRED = ("arch", "arch_config", "state_dict", "input_size", "template", "embedding_dim", "model_version",
             "flip_average", "threshold")
 
 
 def _lazy(module: str, cls: str) -> Callable[[dict], nn.Module]:
-    """A builder that imports its module only when called, so that this registry imports nothing heavy
-    and a tower module may itself import this one."""
+    """A builder that imports its network's module only when called: loading one arch never pays for the
+    others."""
     return lambda cfg: getattr(importlib.import_module(module), cls)(**cfg)
 
 
 # arch name -> builder(arch_config) -> nn.Module. Add a tower with one line.
 ARCHS: dict[str, Callable[[dict], nn.Module]] = {
-    "faceapi_resnet128": _lazy("training.faceapi_resnet", "FaceApiResNet"),
-    "scratch_cnn": _lazy("training.towers", "ScratchCNN"),
+    "faceapi_resnet128": _lazy("shared.vision.nets.faceapi_resnet", "FaceApiResNet"),
+    "scratch_cnn": _lazy("shared.vision.nets.scratch_cnn", "ScratchCNN"),
 }
 
 
@@ -51,7 +53,7 @@ class CheckpointError(ValueError):
 
 def default_path() -> Path:
     """$FACESTREAM_MODEL if set, else models/facestream.pt in the repository."""
-    return model_meta.default_path()
+    return meta.default_path()
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor], n: int = 8) -> str:
@@ -96,7 +98,7 @@ def write(path: str | Path, ckpt: dict) -> Path:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
-    model_meta.write_sidecar(path, ckpt)  # after the checkpoint: a sidecar never predates its file
+    meta.write_sidecar(path, ckpt)  # after the checkpoint: a sidecar never predates its file
     return path
 
 
@@ -112,7 +114,7 @@ def load(path: str | Path | None = None) -> dict:
     missing = [k for k in REQUIRED if k not in ckpt]
     if missing:
         raise CheckpointError(f"{path}: missing {missing}")
-    return {**ckpt, **model_meta.with_calibration(model_meta.meta_of(ckpt))}
+    return {**ckpt, **meta.with_calibration(meta.meta_of(ckpt))}
 
 
 def template_of(ckpt: dict) -> AlignTemplate:

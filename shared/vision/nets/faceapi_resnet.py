@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MEAN_RGB = (122.782, 117.001, 104.298)
+INPUT_STD = (256.0, 256.0, 256.0)
 INPUT_SIZE = 150
 EMBEDDING_DIM = 128
 MANIFEST_NAME = "face_recognition_model-weights_manifest.json"
@@ -108,13 +109,9 @@ class FaceApiResNet(nn.Module):
 def preprocess(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 N x H x W x 3 RGB crops -> float N x 3 x H x W, minus the mean RGB, over 256 (dlib's scaling;
     face-api.js divides by 255, which moves descriptors by under 0.5%)."""
-    t = torch.as_tensor(crops)
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim != 4 or t.shape[-1] != 3:
-        raise ValueError(f"expected N x H x W x 3 crops, got {tuple(t.shape)}")
-    mean = torch.tensor(MEAN_RGB, dtype=torch.float32)
-    return ((t.float() - mean) / 256.0).permute(0, 3, 1, 2).contiguous()
+    from shared.vision.pixels import to_input
+
+    return to_input(crops, MEAN_RGB, INPUT_STD).contiguous()
 
 
 def _torch_key(tfjs_name: str) -> tuple[str, str]:
