@@ -22,7 +22,7 @@ from bench.common import Settings, interleaved, ratio, stats
 from bench.inputs import frame_messages, video_frames
 from bench.kafka_util import Topics
 from bench.loop_runner import LoopRig
-from shared.kafka_loop import Stage
+from shared.stage import Stage
 from shared.schemas import Frame
 
 SIZE = "640x360"  # what the pipeline benchmark feeds (ingest --max-width 640)

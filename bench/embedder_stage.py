@@ -21,7 +21,7 @@ from bench.common import Settings, interleaved, ratio, stats
 from bench.inputs import aligned_crops, crop_jpegs, frame_faces
 from bench.kafka_util import Topics
 from bench.loop_runner import LoopRig
-from shared.kafka_loop import Stage
+from shared.stage import Stage
 from shared.schemas import FrameFaces
 
 BATCHES = (1, 16, 64, 128)

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+
+from shared.kafka_admin import create_topics, delete_groups, delete_topics
+
+__all__ = ["Offsets", "Topics", "delete_groups", "produce", "run_id"]
 
 
 def run_id() -> str:
@@ -25,22 +28,12 @@ class Topics:
 
     def make(self, prefix: str, partitions: int) -> str:
         name = f"{prefix}-{run_id()}"
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            admin.create_topics([NewTopic(name, partitions, 1)])
-        finally:
-            admin.close()
+        create_topics(self.bootstrap, {name: partitions})
         self.names.append(name)
         return name
 
     def close(self) -> None:
-        if not self.names:
-            return
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            admin.delete_topics(self.names)
-        finally:
-            admin.close()
+        delete_topics(self.bootstrap, self.names)
         self.names.clear()
 
     def __enter__(self) -> "Topics":
@@ -48,17 +41,6 @@ class Topics:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def delete_groups(bootstrap: str, groups: list[str]) -> None:
-    """Remove consumer groups a run made (they hold committed offsets of deleted topics otherwise)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.delete_groups(groups)
-    except Exception:  # a group with a member still leaving is refused; it expires on its own
-        pass
-    finally:
-        admin.close()
 
 
 class Offsets:

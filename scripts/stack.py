@@ -157,20 +157,12 @@ def kafka_metadata_ok() -> bool:
 
 def create_topics() -> None:
     sys.path.insert(0, str(ROOT))
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
+    from shared.kafka_admin import create_topics as create
     from shared.topics import ALL
 
-    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}")
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
-               for t in ALL if t.name not in existing]
-        if new:
-            admin.create_topics(new)
-        log("topics: " + ", ".join(f"{t.name}({t.partitions})" for t in ALL))
-    finally:
-        admin.close()
+    create(f"127.0.0.1:{KAFKA_PORT}", {t.name: t.partitions for t in ALL},
+           retention_ms={t.name: t.retention_ms for t in ALL})
+    log("topics: " + ", ".join(f"{t.name}({t.partitions})" for t in ALL))
 
 
 def kafka_up() -> None:

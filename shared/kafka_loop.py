@@ -3,8 +3,9 @@
 Delivery is at-least-once. Offsets are committed only after the broker acknowledged every output of
 the batch (auto-commit is off), so a worker killed anywhere in the loop loses nothing: its partitions
 go to another member, which reads again from the last commit. A message that cannot be decoded, or
-that the stage rejects as invalid (`InvalidMessage`), goes to the dead-letter topic with the reason and
-where it came from, and its offset is committed with the rest. Any other exception is a fault of the
+that the stage names as invalid (`shared.stage.InvalidMessage`, returned or raised with its index), goes
+to the dead-letter topic with the reason and where it came from, and its offset is committed with the
+rest; the other messages of the batch are processed once, as if it had not been there. Any other exception is a fault of the
 process or its dependencies (broker, Redis, GPU): the loop stops without committing, the process exits
 non-zero and the orchestrator restarts it. SIGTERM and SIGINT finish the batch in hand, commit it, and
 leave the group cleanly.
@@ -16,8 +17,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -26,36 +26,9 @@ from kafka.structs import OffsetAndMetadata
 
 from shared import metrics, topics
 from shared.schemas import SchemaError, dead_letter
+from shared.stage import InvalidMessage, Output, Stage, run_batch
 
 log = logging.getLogger(__name__)
-In = TypeVar("In")
-
-
-class InvalidMessage(Exception):
-    """Raised by a stage for an input it can never process (a corrupt JPEG, say): dead-letter it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-@dataclass(frozen=True)
-class Stage(Generic[In]):
-    """What a stage is to the loop: its input, how to decode it, and its pure batch function.
-
-    `process(batch)` returns exactly one list of outputs per input, in order (an empty list for an input
-    that yields nothing). It never touches Kafka.
-    """
-    name: str
-    input_topic: str
-    decode: Callable[[bytes], In]
-    process: Callable[[list[In]], list[list[Output]]]
-    # Called when a poll brings nothing (at most every 200 ms): for work driven by time rather than input,
-    # such as ending the matcher's tracks when a camera goes quiet. Its outputs have no offsets to commit.
-    idle: Callable[[], list[Output]] | None = None
 
 
 def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
@@ -149,28 +122,6 @@ def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int, idle_ms
     return out
 
 
-def _process_isolating(stage: Stage, items: list, records: list) -> tuple[list[list[Output] | None], list[str]]:
-    """Run the batch; if the stage rejects it as invalid, retry item by item so one bad input costs one message."""
-    try:
-        results = stage.process(items)
-        if len(results) != len(items):
-            raise RuntimeError(f"{stage.name}.process returned {len(results)} results for {len(items)} inputs")
-        return list(results), [""] * len(items)
-    except InvalidMessage:
-        if len(items) == 1:
-            raise
-    results, reasons = [], []
-    for item in items:
-        try:
-            (r,) = stage.process([item])
-            results.append(r)
-            reasons.append("")
-        except InvalidMessage as e:
-            results.append(None)
-            reasons.append(f"invalid: {e}")
-    return results, reasons
-
-
 def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *, max_batch_size: int,
               max_batch_wait_ms: int, health: metrics.Health, stop: StopFlag | None = None,
               max_invalid_ratio: float = 0.5, max_batches: int | None = None) -> int:
@@ -201,12 +152,12 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
 
         if items:
             t0 = time.perf_counter()
-            results, reasons = _process_isolating(stage, items, item_records)
+            results = run_batch(stage, items)
             metrics.PROCESS_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
             metrics.BATCH_SIZE.labels(stage.name).observe(len(items))
-            for rec, res, reason in zip(item_records, results, reasons):
-                if res is None:
-                    outputs.append(_dlq(stage.name, rec, reason))
+            for rec, res in zip(item_records, results):
+                if isinstance(res, InvalidMessage):
+                    outputs.append(_dlq(stage.name, rec, f"invalid: {res.reason}"))
                     invalid.add(True)
                 else:
                     outputs.extend(res)

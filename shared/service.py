@@ -9,6 +9,7 @@ import sys
 from typing import Callable, Protocol
 
 from shared import kafka_loop, metrics
+from shared.stage import Stage
 from shared.config import StageConfig, describe
 
 log = logging.getLogger("facestream")
@@ -38,7 +39,7 @@ def start_metrics(stage: str, cfg: MetricsSettings) -> metrics.Health:
     return health
 
 
-def run_consumer_service(stage_name: str, cfg: StageConfig, build: Callable[[], kafka_loop.Stage]) -> int:
+def run_consumer_service(stage_name: str, cfg: StageConfig, build: Callable[[], Stage]) -> int:
     """Run a consuming stage until SIGTERM/SIGINT; return the process exit status."""
     setup_logging(cfg.log_level)
     log.info("%s: starting with %s", stage_name, describe(cfg))

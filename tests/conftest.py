@@ -6,7 +6,6 @@ Integration fixtures connect to the real Kafka broker and Redis server that `mak
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -52,24 +51,12 @@ def redis_url() -> str:
 
 @pytest.fixture
 def make_topic(kafka_bootstrap):
-    """Create uniquely named topics for one test (isolation from other tests and earlier runs)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
+    """Create uniquely named topics for one test (isolation from other tests and earlier runs); they are
+    deleted after it. The one topic helper (bench.kafka_util.Topics over shared.kafka_admin)."""
+    from bench.kafka_util import Topics
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    created: list[str] = []
-
-    def make(prefix: str = "test", partitions: int = 1) -> str:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        admin.create_topics([NewTopic(name, partitions, 1)])
-        created.append(name)
-        return name
-
-    yield make
-    try:
-        admin.delete_topics(created)
-    finally:
-        admin.close()
+    with Topics(kafka_bootstrap) as topics:
+        yield lambda prefix="test", partitions=1: topics.make(prefix, partitions)
 
 
 def consume_all(bootstrap: str, topic: str, *, group_id: str | None = None, expect: int | None = None,

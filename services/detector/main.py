@@ -6,7 +6,7 @@ from pathlib import Path
 
 from shared import topics
 from shared.config import StageConfig, load, setting
-from shared.kafka_loop import Stage
+from shared.stage import Stage
 from shared.schemas import Frame
 from shared.service import run_consumer_service
 

@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from shared import metrics
-from shared.kafka_loop import InvalidMessage, Output
+from shared.stage import InvalidMessage, Output, Result
+from shared.vision.images import decode_jpeg as decode_image, encode_jpeg
 from shared.schemas import DetectedFace, Frame, FrameFaces
 
 STAGE = "detector"
@@ -41,16 +41,14 @@ class Gates:
 
 def decode_jpeg(jpeg: bytes) -> np.ndarray:
     """JPEG bytes to HxWx3 uint8 RGB; a corrupt image is an invalid message (dead-lettered)."""
-    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_image(jpeg)
+    if rgb is None:
         raise InvalidMessage(f"frame payload is not a decodable JPEG ({len(jpeg)} bytes)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def encode_crop(crop_rgb: np.ndarray, quality: int) -> bytes:
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok, "OpenCV failed to encode an aligned crop"
-    return buf.tobytes()
+    return encode_jpeg(crop_rgb, quality)
 
 
 def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gates, crop_quality: int) -> FrameFaces:
@@ -73,17 +71,22 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
 
 def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic: str, max_frame_age_s: float,
                  crop_quality: int = 95, clock: Callable[[], float] = time.time):
-    """The stage's batch function: one FrameFaces output per input frame, stale or not."""
+    """The stage's batch function: one FrameFaces output per input frame, stale or not, or the reason a
+    frame can never be read (an InvalidMessage in its place: the loop dead-letters it)."""
 
-    def process(frames: list[Frame]) -> list[list[Output]]:
-        out = []
+    def process(frames: list[Frame]) -> list[Result]:
+        out: list[Result] = []
         for frame in frames:
             if max_frame_age_s > 0 and clock() - frame.capture_ts > max_frame_age_s:
                 metrics.STALE_DROPPED.labels(STAGE).inc()
                 result = FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, (),
                                     detect_ts=clock(), status="stale")
             else:
-                result = detect_frame(frame, detect, gates, crop_quality)
+                try:
+                    result = detect_frame(frame, detect, gates, crop_quality)
+                except InvalidMessage as e:
+                    out.append(e)
+                    continue
             out.append([Output(faces_topic, frame.camera_id.encode(), result.encode())])
         return out
 

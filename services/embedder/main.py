@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from shared import topics
 from shared.config import StageConfig, load, setting
-from shared.kafka_loop import Stage
+from shared.stage import Stage
 from shared.schemas import FrameFaces
 from shared.service import run_consumer_service
 

@@ -8,33 +8,44 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from shared import metrics
-from shared.kafka_loop import InvalidMessage, Output
+from shared.stage import InvalidMessage, Output, Result
+from shared.vision.images import decode_jpeg
 from shared.schemas import EmbeddedFace, FrameEmbeddings, FrameFaces
 
 STAGE = "embedder"
 
 
 def decode_crop(jpeg: bytes, size: int) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_jpeg(jpeg)
+    if rgb is None:
         raise InvalidMessage(f"a face crop is not a decodable JPEG ({len(jpeg)} bytes)")
-    if bgr.shape[:2] != (size, size):
-        raise InvalidMessage(f"a face crop is {bgr.shape[1]}x{bgr.shape[0]}, the model takes {size}x{size}: "
+    if rgb.shape[:2] != (size, size):
+        raise InvalidMessage(f"a face crop is {rgb.shape[1]}x{rgb.shape[0]}, the model takes {size}x{size}: "
                              "the detector and the embedder disagree on the checkpoint")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def make_process(embed: Callable[[np.ndarray], np.ndarray], input_size: int, model_version: str,
                  embeddings_topic: str, device: str = "cpu"):
-    """The stage's batch function. `embed` maps (N, S, S, 3) uint8 crops to (N, D) unit vectors."""
+    """The stage's batch function. `embed` maps (N, S, S, 3) uint8 crops to (N, D) unit vectors. Every
+    frame's crops are decoded and checked first; a frame with a bad crop gets an InvalidMessage as its
+    result and the others go through the one model call."""
 
-    def process(frames: list[FrameFaces]) -> list[list[Output]]:
-        live = [f for f in frames if f.status == "ok"]
-        crops = [decode_crop(face.crop_jpeg, input_size) for f in live for face in f.faces]
+    def process(frames: list[FrameFaces]) -> list[Result]:
+        bad: dict[int, InvalidMessage] = {}
+        crops = []
+        for k, f in enumerate(frames):
+            if f.status != "ok":
+                continue
+            try:
+                mine = [decode_crop(face.crop_jpeg, input_size) for face in f.faces]
+            except InvalidMessage as e:
+                bad[k] = e
+                continue
+            crops += mine
         vectors = np.zeros((0, 0), np.float32)
         if crops:
             t0 = time.perf_counter()
@@ -43,8 +54,12 @@ def make_process(embed: Callable[[np.ndarray], np.ndarray], input_size: int, mod
             metrics.FACES_EMBEDDED.labels(model_version).inc(len(crops))
             if len(vectors) != len(crops):
                 raise RuntimeError(f"the model returned {len(vectors)} vectors for {len(crops)} crops")
-        out, i = [], 0
-        for f in frames:
+        out: list[Result] = []
+        i = 0
+        for k, f in enumerate(frames):
+            if k in bad:
+                out.append(bad[k])
+                continue
             if f.status != "ok":
                 out.append([])
                 continue

@@ -12,7 +12,7 @@ from services.matcher.index import GalleryIndex
 from services.matcher.tracks import TrackPolicy
 from shared import metrics, topics
 from shared.config import ConfigError, StageConfig, load, setting
-from shared.kafka_loop import Stage
+from shared.stage import Stage
 from shared.schemas import FrameEmbeddings
 from shared.service import run_consumer_service
 

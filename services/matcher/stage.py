@@ -15,7 +15,7 @@ import numpy as np
 from services.matcher.index import GalleryIndex
 from services.matcher.tracks import CameraTracks, Decision, FaceObs, Track, TrackPolicy
 from shared import metrics
-from shared.kafka_loop import InvalidMessage, Output
+from shared.stage import InvalidMessage, Output, Result
 from shared.schemas import FrameEmbeddings, IdentityEvent
 
 
@@ -34,12 +34,22 @@ class Matcher:
             self.cameras[camera_id] = CameraTracks(camera_id, self.policy, f"{camera_id}-{self._prefix}")
         return self.cameras[camera_id]
 
-    def process(self, frames: list[FrameEmbeddings]) -> list[list[Output]]:
-        """One list of events per input frame (usually empty: a track publishes once)."""
-        for f in frames:
-            if f.model_version != self.model_version:
-                raise InvalidMessage(f"embeddings from model {f.model_version!r}, the matcher and its gallery use "
-                                     f"{self.model_version!r}: vectors of different models cannot be compared")
+    def validate(self, f: FrameEmbeddings) -> InvalidMessage | None:
+        """Why a frame can never be matched, or None. Checked for every frame before any track changes."""
+        if f.model_version != self.model_version:
+            return InvalidMessage(f"embeddings from model {f.model_version!r}, the matcher and its gallery use "
+                                  f"{self.model_version!r}: vectors of different models cannot be compared")
+        return None
+
+    def process(self, frames: list[FrameEmbeddings]) -> list[Result]:
+        """One list of events per input frame (usually empty: a track publishes once), or the reason an
+        invalid frame is refused; valid frames update the tracks as if it had not been there."""
+        verdicts = [self.validate(f) for f in frames]
+        good = [f for f, v in zip(frames, verdicts) if v is None]
+        events = iter(self._match(good))
+        return [v if v is not None else next(events) for v in verdicts]
+
+    def _match(self, frames: list[FrameEmbeddings]) -> list[list[Output]]:
         index = self.index()
         queries = [face.embedding for f in frames for face in f.faces]
         names, scores = index.search(np.stack(queries)) if queries else ([], np.zeros(0))

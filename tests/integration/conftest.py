@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from services.local_pipeline import LocalPipeline, clip_frames
+from shared.kafka_admin import create_topics, delete_topics
 from shared.schemas import IdentityEvent
 from tests.conftest import ROOT, consume_all
 from tests.rtsp import rtsp_server
@@ -27,23 +28,6 @@ class Pipeline:
     prefix: str
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-    admin.close()
-
-
-def delete_topics(bootstrap: str, names: list[str]) -> None:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    admin.delete_topics(names)
-    admin.close()
-
-
 def facestream(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, **kw)
@@ -53,7 +37,7 @@ def facestream(*args: str, **kw) -> subprocess.CompletedProcess:
 def pipeline(kafka_bootstrap, redis_url, data_dir, tmp_path_factory):
     run = uuid.uuid4().hex[:8]
     frames, faces, embs, events = (f"e2e-{t}-{run}" for t in ("frames", "faces", "embeddings", "events"))
-    create_topics(kafka_bootstrap, [frames, faces, embs, events], 4)
+    create_topics(kafka_bootstrap, {t: 4 for t in (frames, faces, embs, events)})
     prefix = f"facestream:test-{run}"
     enrolled = facestream("gallery", "--redis-url", redis_url, "--prefix", prefix, "enroll-all",
                           str(data_dir / "videos/enroll"), "--pick", "largest")

@@ -2,7 +2,8 @@
 
     python -m tests.integration.echo_stage BOOTSTRAP IN_TOPIC OUT_TOPIC GROUP [MARKER_FILE]
 
-It copies each frame to OUT_TOPIC; a frame whose camera id is "poison" is rejected as invalid.
+It copies each frame to OUT_TOPIC; a frame whose camera id is "poison" is rejected as invalid, raised
+with its index before any work (the Stage contract), so the loop dead-letters it and runs the rest.
 With MARKER_FILE it writes the file after its first batch is processed and then hangs inside that
 batch (before produce and commit), so that the test can SIGKILL it at the worst moment.
 """
@@ -14,18 +15,20 @@ from pathlib import Path
 
 from shared import kafka_loop, metrics
 from shared.schemas import Frame
+from shared.stage import InvalidMessage, Output, Stage
 
 
-def echo_stage(in_topic: str, out_topic: str, marker: Path | None = None) -> kafka_loop.Stage:
-    def process(frames: list[Frame]) -> list[list[kafka_loop.Output]]:
-        if any(f.camera_id == "poison" for f in frames):
-            raise kafka_loop.InvalidMessage("poison camera")
+def echo_stage(in_topic: str, out_topic: str, marker: Path | None = None) -> Stage:
+    def process(frames: list[Frame]) -> list[list[Output]]:
+        for i, f in enumerate(frames):
+            if f.camera_id == "poison":
+                raise InvalidMessage("poison camera", index=i)
         if marker is not None:
             marker.write_text(str(len(frames)))
             time.sleep(3600)  # killed here, mid-batch
-        return [[kafka_loop.Output(out_topic, f.camera_id.encode(), f.encode())] for f in frames]
+        return [[Output(out_topic, f.camera_id.encode(), f.encode())] for f in frames]
 
-    return kafka_loop.Stage("echo", in_topic, Frame.decode, process)
+    return Stage("echo", in_topic, Frame.decode, process)
 
 
 def main(argv: list[str]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from services.local_pipeline import LocalPipeline
 from shared.schemas import Frame, FrameFaces
 from tests.conftest import consume_all
-from tests.integration.conftest import create_topics, delete_topics
+from shared.kafka_admin import create_topics, delete_topics
 
 pytestmark = pytest.mark.integration
 CAMERAS = [f"pool-cam-{i}" for i in range(6)]  # keys spread over the 4 partitions
@@ -20,7 +20,7 @@ CAMERAS = [f"pool-cam-{i}" for i in range(6)]  # keys spread over the 4 partitio
 def test_two_detectors_share_partitions_and_a_kill_loses_no_frame(kafka_bootstrap, data_dir, tmp_path):
     run = uuid.uuid4().hex[:8]
     frames, faces = f"pool-frames-{run}", f"pool-faces-{run}"
-    create_topics(kafka_bootstrap, [frames, faces], 4)
+    create_topics(kafka_bootstrap, {frames: 4, faces: 4})
     pipe = LocalPipeline(tmp_path, env={"FACESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap})
     group = f"pool-{run}"
     try:

@@ -5,68 +5,39 @@ import ast
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from services.local_pipeline import LocalPipeline, Service
 from shared.schemas import Frame
-from tests.conftest import ROOT, consume_all
+from tests.conftest import consume_all
 from tests.rtsp import rtsp_cameras  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
 
-class Ingest:
-    """`facestream ingest ...` in a subprocess, its log collected, its metrics URL read from the log."""
+@pytest.fixture
+def pipe(kafka_bootstrap, tmp_path):
+    """The one process launcher (services.local_pipeline), its ingest processes stopped after the test."""
+    p = LocalPipeline(tmp_path / "logs", env={"FACESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap})
+    yield p
+    p.stop()
 
-    def __init__(self, bootstrap: str, topic: str, *args: str):
-        self.log: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "ingest", "--kafka-bootstrap", bootstrap,
-                                      "--frames-topic", topic, "--metrics-host", "127.0.0.1", *args],
-                                     cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
 
-    def metrics_url(self, timeout_s: float = 20) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.log):
-                if m := re.search(r"metrics at (http://\S+/metrics)", line):
-                    return m.group(1)
-            assert self.proc.poll() is None, f"ingest exited early:\n{self.tail()}"
-            time.sleep(0.1)
-        raise AssertionError(f"ingest never logged its metrics URL:\n{self.tail()}")
+def start_ingest(pipe: LocalPipeline, topic: str, *args: str) -> Service:
+    return pipe.start("ingest", "--frames-topic", topic, "--metrics-host", "127.0.0.1", *args, wait_ready=False)
 
-    def wait(self, timeout_s: float) -> int:
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"ingest did not stop within {timeout_s} s:\n{self.tail()}") from None
 
-    def published(self) -> dict[str, int]:
-        """Frames published per camera, from the last line ingest logs."""
-        for line in reversed(self.log):
-            if m := re.search(r"frames published per camera: (\{.*\})", line):
-                return ast.literal_eval(m.group(1))
-        raise AssertionError(f"ingest did not log what it published:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return "".join(self.log[-30:])
-
-    def __enter__(self) -> "Ingest":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+def published(ingest: Service) -> dict[str, int]:
+    """Frames published per camera, from the last line ingest logs."""
+    for line in reversed(ingest.log_text().splitlines()):
+        if m := re.search(r"frames published per camera: (\{.*\})", line):
+            return ast.literal_eval(m.group(1))
+    raise AssertionError(f"ingest did not log what it published:\n{ingest.log_tail()}")
 
 
 def frames_of(records: list) -> list[Frame]:
@@ -80,22 +51,11 @@ def jpeg_image(f: Frame) -> np.ndarray:
     return img
 
 
-def metric(text: str, name: str, **labels: str) -> float | None:
-    lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search(rf"^{name}{{{re.escape(lab)}}} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
-
-
-def http_get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return r.status, r.read().decode()
-
-
-def test_a_file_camera_publishes_every_frame_then_exits(kafka_bootstrap, make_topic, data_dir):
+def test_a_file_camera_publishes_every_frame_then_exits(kafka_bootstrap, pipe, make_topic, data_dir):
     topic = make_topic("ingest-file", partitions=3)
     clip = data_dir / "videos" / "faceapi_test_5frames.mp4"
-    with Ingest(kafka_bootstrap, topic, "--camera", f"clip={clip}") as ingest:
-        assert ingest.wait(60) == 0, ingest.tail()
+    ingest = start_ingest(pipe, topic, "--camera", f"clip={clip}")
+    assert ingest.wait(60) == 0, ingest.log_tail()
     records = consume_all(kafka_bootstrap, topic, expect=5)
     frames = frames_of(records)
     assert [f.seq for f in frames] == [0, 1, 2, 3, 4] and {r.key for r in records} == {b"clip"}
@@ -109,11 +69,11 @@ def test_a_file_camera_publishes_every_frame_then_exits(kafka_bootstrap, make_to
     assert all(b > a for a, b in zip(ts, ts[1:])) and abs(ts[0] - time.time()) < 60
 
 
-def test_an_rtsp_camera_publishes_at_the_clips_frame_rate(kafka_bootstrap, make_topic, data_dir, rtsp_cameras):
+def test_an_rtsp_camera_publishes_at_the_clips_frame_rate(kafka_bootstrap, pipe, make_topic, data_dir, rtsp_cameras):
     topic = make_topic("ingest-rtsp")
     urls = rtsp_cameras({"biden": data_dir / "videos" / "biden_2021_7s.mp4"})
-    with Ingest(kafka_bootstrap, topic, "--camera", f"biden={urls['biden']}", "--max-frames", "150") as ingest:
-        assert ingest.wait(60) == 0, ingest.tail()
+    ingest = start_ingest(pipe, topic, "--camera", f"biden={urls['biden']}", "--max-frames", "150")
+    assert ingest.wait(60) == 0, ingest.log_tail()
     frames = frames_of(consume_all(kafka_bootstrap, topic, expect=150, timeout_s=60))
     assert [f.seq for f in frames] == list(range(150))
     assert {(f.width, f.height) for f in frames} == {(1280, 720)}
@@ -127,7 +87,7 @@ def test_an_rtsp_camera_publishes_at_the_clips_frame_rate(kafka_bootstrap, make_
     assert ts[-1] - ts[0] > 149 / 30 * 0.85, "the clip must not arrive in a burst"
 
 
-def test_a_camera_that_never_answers_backs_off_while_another_keeps_publishing(kafka_bootstrap, make_topic,
+def test_a_camera_that_never_answers_backs_off_while_another_keeps_publishing(kafka_bootstrap, pipe, make_topic,
                                                                               data_dir):
     topic = make_topic("ingest-dead")
     # a port that accepts connections and never says a word: the open must time out, not hang the process
@@ -137,40 +97,40 @@ def test_a_camera_that_never_answers_backs_off_while_another_keeps_publishing(ka
     dead_url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/never"
     clip = data_dir / "videos" / "biden_2021_7s.mp4"
     try:
-        with Ingest(kafka_bootstrap, topic, "--camera", f"dead={dead_url}", "--camera", f"live={clip}", "--max-width",
-                    "640", "--open-timeout-s", "1", "--backoff-initial-s", "0.2", "--backoff-max-s", "1") as ingest:
-            url = ingest.metrics_url()
-            deadline, text = time.monotonic() + 30, ""
-            while time.monotonic() < deadline:
-                text = http_get(url)[1]
-                if (metric(text, "facestream_camera_reconnects_total", camera_id="dead") or 0) >= 3 \
-                        and metric(text, "facestream_camera_state", camera_id="dead", state="backoff") == 1:
-                    break
-                time.sleep(0.2)
-            assert metric(text, "facestream_camera_state", camera_id="dead", state="backoff") == 1, text
-            assert metric(text, "facestream_camera_state", camera_id="live", state="streaming") == 1, text
-            assert (metric(text, "facestream_camera_reconnects_total", camera_id="dead") or 0) >= 3
-            assert http_get(url.replace("/metrics", "/healthz"))[0] == 200
-            assert http_get(url.replace("/metrics", "/readyz"))[0] == 200
-            ingest.proc.send_signal(signal.SIGTERM)
-            assert ingest.wait(20) == 0, ingest.tail()
-            published = ingest.published()
+        ingest = start_ingest(pipe, topic, "--camera", f"dead={dead_url}", "--camera", f"live={clip}", "--max-width",
+                              "640", "--open-timeout-s", "1", "--backoff-initial-s", "0.2", "--backoff-max-s", "1")
+        pipe.wait_ready(ingest, 30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if ingest.metric("facestream_camera_reconnects_total", camera_id="dead") >= 3 \
+                    and ingest.metric("facestream_camera_state", camera_id="dead", state="backoff") == 1:
+                break
+            time.sleep(0.2)
+        text = ingest.get("/metrics")[1]
+        assert ingest.metric("facestream_camera_state", camera_id="dead", state="backoff") == 1, text
+        assert ingest.metric("facestream_camera_state", camera_id="live", state="streaming") == 1, text
+        assert ingest.metric("facestream_camera_reconnects_total", camera_id="dead") >= 3
+        assert ingest.get("/healthz")[0] == 200
+        assert ingest.get("/readyz")[0] == 200
+        ingest.proc.send_signal(signal.SIGTERM)
+        assert ingest.wait(20) == 0, ingest.log_tail()
+        sent = published(ingest)
     finally:
         silent.close()
-    assert published["dead"] == 0 and published["live"] >= 60
-    frames = frames_of(consume_all(kafka_bootstrap, topic, expect=published["live"], timeout_s=60))
+    assert sent["dead"] == 0 and sent["live"] >= 60
+    frames = frames_of(consume_all(kafka_bootstrap, topic, expect=sent["live"], timeout_s=60))
     assert {f.camera_id for f in frames} == {"live"} and {(f.width, f.height) for f in frames} == {(640, 360)}
-    assert [f.seq for f in frames] == list(range(published["live"])), "every published frame, no gap"
+    assert [f.seq for f in frames] == list(range(sent["live"])), "every published frame, no gap"
     gaps = np.diff([f.capture_ts for f in frames])
     assert gaps.max() < 0.5, f"the live camera stalled {gaps.max():.2f} s while the dead one was retried"
 
 
-def test_frames_over_the_byte_limit_are_downscaled(kafka_bootstrap, make_topic, data_dir):
+def test_frames_over_the_byte_limit_are_downscaled(kafka_bootstrap, pipe, make_topic, data_dir):
     topic = make_topic("ingest-big")
     clip: Path = data_dir / "videos" / "crowd_royal_opera_house_unlabeled_4s.mp4"
-    with Ingest(kafka_bootstrap, topic, "--camera", f"crowd={clip}", "--no-realtime", "--max-frames", "5",
-                "--jpeg-quality", "95", "--max-frame-bytes", "60000") as ingest:
-        assert ingest.wait(60) == 0, ingest.tail()
+    ingest = start_ingest(pipe, topic, "--camera", f"crowd={clip}", "--no-realtime", "--max-frames", "5",
+                          "--jpeg-quality", "95", "--max-frame-bytes", "60000")
+    assert ingest.wait(60) == 0, ingest.log_tail()
     frames = frames_of(consume_all(kafka_bootstrap, topic, expect=5, timeout_s=60))
     assert [f.seq for f in frames] == list(range(5))
     for f in frames:

@@ -7,7 +7,7 @@ import pytest
 from services.matcher.index import GalleryIndex
 from services.matcher.stage import Matcher
 from services.matcher.tracks import CameraTracks, FaceObs, TrackPolicy, decide, iou
-from shared.kafka_loop import InvalidMessage
+from shared.stage import InvalidMessage
 from shared.schemas import EmbeddedFace, FrameEmbeddings
 
 P = TrackPolicy(max_gap_s=1.0, min_continuity=0.5, min_votes=3, vote_ratio=0.6, unknown_min_faces=4,
@@ -102,5 +102,16 @@ def test_matcher_ends_quiet_tracks_when_idle_and_refuses_other_models():
     now[0] = 20.0
     (out,) = m.idle()
     assert json.loads(out.value)["identity"] is None
-    with pytest.raises(InvalidMessage, match="cannot be compared"):
-        m.process([frame(0, 1.0, [unit(1, 0, 0)], model="m2")])
+    (refused,) = m.process([frame(0, 1.0, [unit(1, 0, 0)], model="m2")])
+    assert isinstance(refused, InvalidMessage) and "cannot be compared" in refused.reason
+
+
+def test_a_foreign_model_frame_in_a_batch_is_refused_alone_and_the_others_still_track():
+    idx = GalleryIndex.build({"ann": unit(1, 0, 0)[None]}, model_version="m1")
+    m = Matcher(lambda: idx, 0.8, "m1", "ev", P, clock=lambda: 11.0)
+    frames = [frame(0, 10.0, [unit(1, 0, 0)]), frame(1, 10.1, [unit(1, 0, 0)], model="m2"),
+              frame(2, 10.2, [unit(1, 0, 0)]), frame(3, 10.3, [unit(1, 0, 0)])]
+    results = m.process(frames)
+    assert isinstance(results[1], InvalidMessage)
+    assert [len(r) for i, r in enumerate(results) if i != 1] == [0, 0, 1], "3 good faces name ann once"
+    assert json.loads(results[3][0].value)["identity"] == "ann"

@@ -4,11 +4,10 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import pytest
 
 from services.detector.stage import Gates, make_process as detector_process
 from services.embedder.stage import make_process as embedder_process
-from shared.kafka_loop import InvalidMessage
+from shared.stage import InvalidMessage
 from shared.schemas import DetectedFace, Frame, FrameEmbeddings, FrameFaces
 
 
@@ -53,8 +52,8 @@ def test_detector_marks_old_frames_stale_without_reading_them():
 
 def test_detector_rejects_a_corrupt_jpeg_as_invalid():
     process = detector_process(lambda rgb: [], GATES, "faces", max_frame_age_s=0)
-    with pytest.raises(InvalidMessage, match="not a decodable JPEG"):
-        process([Frame("cam", 0, 1.0, 64, 48, b"\xff\xd8\xff\xe0 truncated")])
+    (refused,) = process([Frame("cam", 0, 1.0, 64, 48, b"\xff\xd8\xff\xe0 truncated")])
+    assert isinstance(refused, InvalidMessage) and "not a decodable JPEG" in refused.reason
 
 
 def crop_jpeg(v: int, size=150) -> bytes:
@@ -86,5 +85,35 @@ def test_embedder_makes_one_model_call_and_one_output_per_live_frame():
 
 def test_embedder_rejects_crops_of_another_size():
     process = embedder_process(lambda c: np.zeros((len(c), 4), np.float32), 150, "m1", "embeddings")
-    with pytest.raises(InvalidMessage, match="disagree on the checkpoint"):
-        process([ff(0, 1, size=112)])
+    (refused,) = process([ff(0, 1, size=112)])
+    assert isinstance(refused, InvalidMessage) and "disagree on the checkpoint" in refused.reason
+
+
+def test_a_bad_frame_among_good_ones_is_refused_alone_and_mtcnn_runs_once_per_frame():
+    seen = []
+
+    def detect(rgb):
+        seen.append(rgb.shape)
+        return FACES[:1]
+
+    process = detector_process(detect, GATES, "faces", max_frame_age_s=0)
+    frames = [Frame("cam", 0, 1.0, 64, 48, jpeg()), Frame("cam", 1, 1.0, 64, 48, b"\xff\xd8 corrupt"),
+              Frame("cam", 2, 1.0, 64, 48, jpeg())]
+    results = process(frames)
+    assert isinstance(results[1], InvalidMessage) and [len(r) for r in (results[0], results[2])] == [1, 1]
+    assert len(seen) == 2, "each good frame detected once, the corrupt one never"
+
+
+def test_a_frame_with_a_bad_crop_is_refused_and_the_others_share_one_model_call():
+    calls = []
+
+    def embed(crops):
+        calls.append(len(crops))
+        return np.eye(len(crops), 4, dtype=np.float32)
+
+    process = embedder_process(embed, 150, "m1", "embeddings")
+    bad = FrameFaces("cam", 1, 1.0, 64, 48, (DetectedFace((0.0, 0.0, 1.0, 1.0), 0.9, (0.0,) * 10, b"junk", 1.0, 1.0),))
+    results = process([ff(0, 2), bad, ff(2, 1)])
+    assert isinstance(results[1], InvalidMessage) and "not a decodable JPEG" in results[1].reason
+    assert calls == [3], "the good frames' three crops in one forward pass"
+    assert [len(FrameEmbeddings.decode(r[0].value).faces) for r in (results[0], results[2])] == [2, 1]

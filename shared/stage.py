@@ -1,0 +1,78 @@
+"""What a stage is, with no Kafka in it: its input, its decoder, and its pure batch function.
+
+    Stage("detector", "frames", Frame.decode, process)
+
+`process(items)` returns exactly one result per input, in order: the list of outputs that input yields
+(empty when it yields nothing), or an `InvalidMessage` that says why that input can never be processed.
+The shared loop (`shared.kafka_loop`) dead-letters each InvalidMessage with its reason and publishes the
+other results; no input is processed twice and no stage metric counts twice.
+
+A stage whose work is vectorized over the batch (one model call for every crop) may instead *raise*
+`InvalidMessage(reason, index=i)` naming the offending input. The contract: it raises before it changes
+any state and before its heavy work, so that the loop can dead-letter item i and call it again on the
+others at no cost. Stateful stages (the matcher's tracks) validate every input first, then update.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, Sequence, TypeVar, Union
+
+In = TypeVar("In")
+
+
+class InvalidMessage(Exception):
+    """An input that can never be processed (a corrupt JPEG, a crop of the wrong size, a foreign model's
+    vectors): it goes to the dead-letter topic with `reason`. `index` names the input of the batch when
+    the exception is raised rather than returned."""
+
+    def __init__(self, reason: str, index: int | None = None):
+        super().__init__(reason)
+        self.reason, self.index = reason, index
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+Result = Union[list[Output], InvalidMessage]
+
+
+@dataclass(frozen=True)
+class Stage(Generic[In]):
+    """What a stage is to the loop: its input, how to decode it, and its pure batch function."""
+    name: str
+    input_topic: str
+    decode: Callable[[bytes], In]
+    process: Callable[[list[In]], Sequence[Result]]
+    # Called when a poll brings nothing (at most every 200 ms): for work driven by time rather than input,
+    # such as ending the matcher's tracks when a camera goes quiet. Its outputs have no offsets to commit.
+    idle: Callable[[], list[Output]] | None = None
+
+
+def run_batch(stage: Stage, items: list) -> list[Result]:
+    """`stage.process(items)`, checked: one result per input. A raised InvalidMessage must name its input
+    (or be the batch's only one); that input gets it as its result and the others are processed."""
+    results: list[Result | None] = [None] * len(items)
+    pending = list(range(len(items)))
+    while pending:
+        try:
+            got = list(stage.process([items[i] for i in pending]))
+        except InvalidMessage as e:
+            k = e.index if e.index is not None else (0 if len(pending) == 1 else None)
+            if k is None or not 0 <= k < len(pending):
+                raise RuntimeError(f"{stage.name}.process raised InvalidMessage for a batch of {len(pending)} "
+                                   f"without naming the input (index={e.index}): {e}") from e
+            results[pending.pop(k)] = e
+            continue
+        if len(got) != len(pending):
+            raise RuntimeError(f"{stage.name}.process returned {len(got)} results for {len(pending)} inputs")
+        for i, r in zip(pending, got):
+            if not isinstance(r, (list, InvalidMessage)):
+                raise RuntimeError(f"{stage.name}.process returned a {type(r).__name__}, not a list of outputs "
+                                   "or an InvalidMessage")
+            results[i] = r
+        break
+    return results  # type: ignore[return-value]
