@@ -24,13 +24,35 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from bench.common import RESULTS, SCHEMA, load_average, machine_facts, model_info, write_json
+from shared.config import ConfigError, build_parser, parse, setting
+
+
+@dataclass(frozen=True)
+class GpuBenchConfig:
+    """python -m bench.gpu_embedder: the embedder's faces/s and batch latency on a GPU, batch 1 to 512."""
+    smoke: bool = setting(False, "CPU, batch 1 and 2, no compile: that the script runs")
+    model: Path | None = setting(None, "checkpoint (default models/facestream.pt)")
+    out: Path = setting(RESULTS, "results folder (default bench/results)")
+    max_batch: int = setting(512, "largest batch size measured (of 1, 2, 4 ... 512)", ge=1, le=4096)
+    repeats: int = setting(5, "repeats per variant and batch size", ge=1, le=1000)
+    threads: int = setting(1, "CPU threads when running on the CPU", ge=1, le=1024)
+
+
+def parser() -> argparse.ArgumentParser:
+    return build_parser(GpuBenchConfig, "python -m bench.gpu_embedder")
+
+
+def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> GpuBenchConfig:
+    """The settings: flags > FACESTREAM_* > defaults."""
+    return parse(GpuBenchConfig, argv, env, parser=parser())[0]
 
 
 def _sync(dev: torch.device) -> None:
@@ -113,7 +135,7 @@ def variants(model, dev: torch.device, smoke: bool) -> dict[str, tuple[Callable 
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: GpuBenchConfig) -> dict[str, Any]:
     from shared.vision.embed import EmbeddingModel
     from shared.vision.pixels import to_input
 
@@ -194,14 +216,10 @@ def gpu_facts() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.gpu_embedder", description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="CPU, batch 1 and 2, no compile: that the script runs")
-    p.add_argument("--model", type=Path, default=None, help="checkpoint (default models/facestream.pt)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--max-batch", type=int, default=512)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads when running on the CPU")
-    a = p.parse_args(argv)
+    try:
+        a = config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:
+        parser().error(str(e))  # usage and exit 2, as for a flag argparse refuses itself
     load0, t0 = load_average(), time.monotonic()
     result = run(a)
     doc = {"schema": SCHEMA, "part": "gpu_embedder", "mode": "smoke" if a.smoke else "full",

@@ -10,38 +10,52 @@ it ends; a part that fails is recorded with its error, the others still run, and
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from bench import headline
 from bench.common import RESULTS, SCHEMA, Settings, load_average, machine_facts, model_info, write_json
+from shared.config import DEFAULT_KAFKA, BaseConfig, ConfigError, build_parser, parse, setting
 
 PARTS = ("detector", "embedder", "matcher", "kafka", "pipeline", "scale_out")
 FALLBACK_THRESHOLD = 0.92  # LFW View 2 cosine at FAR 1e-3 (out/eval), for a checkpoint not yet calibrated
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in under 3 minutes")
-    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts (default all: {','.join(PARTS)})")
-    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
-    p.add_argument("--bootstrap", default=os.environ.get("FACESTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    p.add_argument("--redis-url", default=os.environ.get("FACESTREAM_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--model", type=Path, default=None, help="checkpoint (default models/facestream.pt)")
-    p.add_argument("--fps", type=float, default=2.0, help="pipeline part: frame-rate cap per camera")
-    p.add_argument("--width", type=int, default=640, help="pipeline part: ingest --max-width")
-    p.add_argument("--no-profile", action="store_true", help="skip the profiles of stages under 0.9")
-    a = p.parse_args(argv)
-    unknown = set(a.only.split(",")) - set(PARTS)
-    if unknown:
-        p.error(f"unknown part(s) {sorted(unknown)}; known: {PARTS}")
-    return a
+@dataclass(frozen=True)
+class BenchConfig(BaseConfig):
+    """python -m bench.run: every benchmark part, then bench.json, summary.md and plots."""
+    # BaseConfig's setting under the flag this command has always had
+    kafka_bootstrap: str = setting(DEFAULT_KAFKA, "Kafka bootstrap servers, host:port[,host:port]", flag="--bootstrap")
+    quick: bool = setting(False, "small sizes: a smoke run in under 3 minutes")
+    only: str = setting(",".join(PARTS), f"comma-separated parts (default all: {','.join(PARTS)})")
+    out: Path = setting(RESULTS, "results folder (default bench/results)")
+    model: Path | None = setting(None, "checkpoint (default models/facestream.pt)")
+    fps: float = setting(2.0, "pipeline part: frame-rate cap per camera (ingest --fps)", ge=0, le=240)
+    width: int = setting(640, "pipeline part: ingest --max-width", ge=0, le=16384)
+    profile: bool = setting(True, "profile the stages under 0.9 (--no-profile: skip the profiles)")
+
+    def parts(self) -> list[str]:
+        return self.only.split(",")
+
+    def validate(self) -> None:
+        unknown = set(self.parts()) - set(PARTS)
+        if unknown:
+            raise ConfigError(f"only: unknown part(s) {sorted(unknown)}; known: {PARTS}")
+
+
+def parser() -> argparse.ArgumentParser:
+    return build_parser(BenchConfig, "python -m bench.run")
+
+
+def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> BenchConfig:
+    """The settings: flags > FACESTREAM_* > defaults."""
+    return parse(BenchConfig, argv, env, parser=parser())[0]
 
 
 class Models:
@@ -59,8 +73,11 @@ class Models:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parse(argv)
-    s = Settings(a.quick, a.bootstrap, a.redis_url, a.model, a.out, a.fps, a.width)
+    try:
+        a = config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:
+        parser().error(str(e))  # usage and exit 2, as for a flag argparse refuses itself
+    s = Settings(a.quick, a.kafka_bootstrap, a.redis_url, a.model, a.out, a.fps, a.width)
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     machine = {**machine_facts(), "load_average_start": load_average()}
     model = model_info(a.model)
@@ -81,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale_out": lambda: scale_out.run(s, models.detector),
     }
     parts: dict[str, Any] = {}
-    for name in [p for p in PARTS if p in a.only.split(",")]:
+    for name in [p for p in PARTS if p in a.parts()]:
         print(f"[bench] {name} ({mode}) ...", flush=True)
         p0, load0 = time.monotonic(), load_average()
         try:
@@ -95,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                             **parts[name]})
         print(f"[bench] {name}: {parts[name]['seconds']:.0f} s", flush=True)
 
-    profiles = {} if a.no_profile else headline.profile_slow(s, parts, models)
+    profiles = headline.profile_slow(s, parts, models) if a.profile else {}
     if profiles:
         write_json(a.out / "profiles.json", {"schema": SCHEMA, "mode": mode, "machine": machine, "model": model,
                                              "profiles": profiles})

@@ -2,26 +2,38 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Mapping, Sequence
 
 from shared import topics
+from shared.config import BaseConfig, build_parser, parse, setting
 from shared.schemas import IdentityEvent, SchemaError
 
 
+@dataclass(frozen=True)
+class EventsConfig(BaseConfig):
+    """facestream events: subscribe to identity events and print them."""
+    # the matcher's name for the same topic, so that one variable points both ends at it
+    events_topic: str = setting(topics.IDENTITY_EVENTS.name, "topic of the identity events", flag="--topic")
+    json: bool = setting(False, "one JSON object per line, as published")
+    from_beginning: bool = setting(False, "replay the topic from its start")
+    idle_exit_s: float | None = setting(None, "stop after this many seconds without a new event (default: never)",
+                                        ge=0, le=7 * 86400)
+    # not `camera`: FACESTREAM_CAMERA is ingest's ID=SOURCE list, which would filter out every event here
+    camera_filter: list[str] = setting([], "only these camera ids (repeatable)", flag="--camera", repeat=True)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facestream events", description="Subscribe to identity events and print them.")
-    p.add_argument("--kafka-bootstrap", default=os.environ.get("FACESTREAM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    p.add_argument("--topic", default=topics.IDENTITY_EVENTS.name)
-    p.add_argument("--json", action="store_true", help="one JSON object per line, as published")
-    p.add_argument("--from-beginning", action="store_true", help="replay the topic from its start")
-    p.add_argument("--idle-exit-s", type=float, default=None, metavar="N",
-                   help="stop after N seconds without a new event")
-    p.add_argument("--camera", action="append", help="only these camera ids (repeatable)")
-    return p
+    return build_parser(EventsConfig, "facestream events")
+
+
+def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> EventsConfig:
+    """The settings: flags > FACESTREAM_* > defaults."""
+    return parse(EventsConfig, argv, env, parser=parser())[0]
 
 
 def human(ev: IdentityEvent) -> str:
@@ -33,16 +45,16 @@ def human(ev: IdentityEvent) -> str:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    cfg = config(argv)
     from kafka import KafkaConsumer
 
     # A group of its own: every subscriber sees every event; no offsets are committed.
-    consumer = KafkaConsumer(args.topic, bootstrap_servers=args.kafka_bootstrap,
+    consumer = KafkaConsumer(cfg.events_topic, bootstrap_servers=cfg.kafka_bootstrap,
                              group_id=f"facestream-events-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
-                             auto_offset_reset="earliest" if args.from_beginning else "latest")
+                             auto_offset_reset="earliest" if cfg.from_beginning else "latest")
     last = time.monotonic()
     try:
-        while args.idle_exit_s is None or time.monotonic() - last < args.idle_exit_s:
+        while cfg.idle_exit_s is None or time.monotonic() - last < cfg.idle_exit_s:
             for recs in consumer.poll(timeout_ms=500).values():
                 for rec in recs:
                     try:
@@ -51,10 +63,10 @@ def main(argv: list[str]) -> int:
                         print(f"facestream events: skipping a malformed event at offset {rec.offset}: {e}",
                               file=sys.stderr)
                         continue
-                    if args.camera and ev.camera_id not in args.camera:
+                    if cfg.camera_filter and ev.camera_id not in cfg.camera_filter:
                         continue
                     last = time.monotonic()
-                    print(rec.value.decode() if args.json else human(ev), flush=True)
+                    print(rec.value.decode() if cfg.json else human(ev), flush=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,25 +3,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from services.matcher.gallery_store import DEFAULT_PREFIX
+from shared.config import BaseConfig, build_parser, parse, setting
+
+
+@dataclass(frozen=True)
+class RecognizeConfig(BaseConfig):
+    """facestream recognize: name, box and score every face in an image."""
+    json: bool = setting(False, "one JSON object for machines")
+    annotate: str = setting("", "write a copy with boxes and names drawn to this file (OUT.jpg)")
+    model: str = setting("", "checkpoint (default models/facestream.pt, or FACESTREAM_MODEL)")
+    threshold: float | None = setting(None, "cosine threshold (default: the checkpoint's calibrated one)",
+                                      ge=-1.0, le=1.0)
+    gallery_prefix: str = setting(DEFAULT_PREFIX, "Redis key prefix of the gallery", flag="--prefix")
+    min_face_size: int = setting(20, "smallest face side detected, pixels", ge=8, le=2000)
+
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facestream recognize", description="Name, box and score every face in an image.")
+    p = build_parser(RecognizeConfig, "facestream recognize")
     p.add_argument("image")
-    p.add_argument("--json", action="store_true", help="one JSON object for machines")
-    p.add_argument("--annotate", metavar="OUT.jpg", help="write a copy with boxes and names drawn")
-    p.add_argument("--model", default=os.environ.get("FACESTREAM_MODEL") or None)
-    p.add_argument("--threshold", type=float, default=float(os.environ["FACESTREAM_THRESHOLD"])
-                   if os.environ.get("FACESTREAM_THRESHOLD") else None,
-                   help="cosine threshold (default: the checkpoint's calibrated one) [env FACESTREAM_THRESHOLD]")
-    p.add_argument("--redis-url", default=os.environ.get("FACESTREAM_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--prefix", default=os.environ.get("FACESTREAM_GALLERY_PREFIX", "facestream:gallery"))
-    p.add_argument("--min-face-size", type=int, default=20)
     return p
+
+
+def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[RecognizeConfig, argparse.Namespace]:
+    """The settings (flags > FACESTREAM_* > defaults) and the image."""
+    return parse(RecognizeConfig, argv, env, parser=parser())
 
 
 def annotate(rgb: np.ndarray, results: list[dict], out: str) -> None:
@@ -39,11 +51,10 @@ def annotate(rgb: np.ndarray, results: list[dict], out: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    cfg, args = config(argv)
     from services.matcher.gallery_store import GalleryStore
     from services.matcher.index import GalleryIndex
-    from shared.vision.detect import FaceDetector
-    from shared.vision.embed import EmbeddingModel
+    from shared.vision.api import Recognizer
     from shared.vision.images import load_rgb
 
     try:
@@ -51,23 +62,18 @@ def main(argv: list[str]) -> int:
     except Exception as e:
         print(f"facestream recognize: {args.image}: not a readable image ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
-    model = EmbeddingModel.load(args.model, device="cpu")
-    threshold = args.threshold if args.threshold is not None else model.threshold
-    if threshold is None:
+    rec = Recognizer.load(cfg.model or None, device="cpu", min_face_size=cfg.min_face_size, threshold=cfg.threshold)
+    if rec.threshold is None:
         print("facestream recognize: the model has no calibrated threshold; pass --threshold", file=sys.stderr)
         return 2
-    version, people, skipped = GalleryStore.from_url(args.redis_url, args.prefix).load(model.model_version)
-    index = GalleryIndex.build(people, version, model.model_version)
-    faces = FaceDetector(model.template, min_face_size=args.min_face_size).detect(rgb)
-    vectors = model.embed(np.stack([f.crop for f in faces])) if faces else np.zeros((0, model.embedding_dim))
-    names, scores = index.search(vectors)
-    results = [{"name": n if s >= threshold else None, "best_match": n, "score": round(float(s), 4),
-                "box": [round(v, 1) for v in f.box], "prob": round(f.prob, 4)}
-               for f, n, s in zip(faces, names, scores)]
-    if args.annotate:
-        annotate(rgb, results, args.annotate)
-    if args.json:
-        print(json.dumps({"image": args.image, "model_version": model.model_version, "threshold": threshold,
+    version, people, skipped = GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix).load(rec.model.model_version)
+    index = GalleryIndex.build(people, version, rec.model.model_version)
+    results = [{"name": m.name, "best_match": m.best_match, "score": round(m.score, 4),
+                "box": [round(v, 1) for v in m.box], "prob": round(m.prob, 4)} for m in rec.identify(rgb, index)]
+    if cfg.annotate:
+        annotate(rgb, results, cfg.annotate)
+    if cfg.json:
+        print(json.dumps({"image": args.image, "model_version": rec.model.model_version, "threshold": rec.threshold,
                           "gallery_people": len(index), "faces": results}))
     else:
         if not results:

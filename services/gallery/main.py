@@ -1,79 +1,105 @@
-"""`facestream gallery enroll NAME PATH... | list | remove NAME`."""
+"""`facestream gallery enroll NAME PATH... | enroll-all ROOT | list | remove NAME`."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 from services.matcher.gallery_store import DEFAULT_PREFIX, GalleryStore
+from shared.config import BaseConfig, build_parser, parse, setting
+
+
+@dataclass(frozen=True)
+class StoreSettings(BaseConfig):
+    """facestream gallery: manage the people facestream recognizes."""
+    gallery_prefix: str = setting(DEFAULT_PREFIX, "Redis key prefix of the gallery", flag="--prefix")
+
+
+@dataclass(frozen=True)
+class EnrollSettings:
+    """Options of `enroll` and `enroll-all`."""
+    model: str = setting("", "checkpoint (default models/facestream.pt, or FACESTREAM_MODEL)")
+    pick: str = setting("only", "photos with several faces: refuse them (only) or take the largest face",
+                        choices=("only", "largest"))
+    skip_bad: bool = setting(False, "enroll the good photos even when others are refused (default: all or nothing)")
+    replace: bool = setting(False, "drop the person's existing embeddings first")
+    min_face_size: float = setting(40.0, "smallest face side accepted, pixels", ge=8, le=2000)
+    min_prob: float = setting(0.95, "lowest detection probability accepted", ge=0.0, le=1.0)
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """Options of `list`."""
+    json: bool = setting(False, "one JSON object per person")
+
+
+@dataclass(frozen=True)
+class GalleryConfig(ListSettings, EnrollSettings, StoreSettings):
+    """Every setting of `facestream gallery`: the store's on the command, the others on their subcommand."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facestream gallery", description="Manage the people facestream recognizes.")
-    p.add_argument("--redis-url", default=os.environ.get("FACESTREAM_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                   help="Redis URL [env FACESTREAM_REDIS_URL]")
-    p.add_argument("--prefix", default=os.environ.get("FACESTREAM_GALLERY_PREFIX", DEFAULT_PREFIX))
+    p = build_parser(StoreSettings, "facestream gallery")
     sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("enroll", help="enroll a person from photos or folders of photos")
+
+    def subcommand(name: str, help_: str, settings: type | None = None) -> argparse.ArgumentParser:
+        # the parent brings the settings' flags (and -h) to the subcommand, which alone accepts them
+        parents = [build_parser(settings, name)] if settings else []
+        return sub.add_parser(name, help=help_, description=help_, parents=parents, add_help=not parents)
+
+    e = subcommand("enroll", "enroll a person from photos or folders of photos", EnrollSettings)
     e.add_argument("name")
     e.add_argument("paths", nargs="+", metavar="PATH")
-    a = sub.add_parser("enroll-all", help="enroll every person of ROOT/<name>/<photos> (one model load)")
+    a = subcommand("enroll-all", "enroll every person of ROOT/<name>/<photos> (one model load)", EnrollSettings)
     a.add_argument("root")
-    for sp in (e, a):
-        sp.add_argument("--model", default=os.environ.get("FACESTREAM_MODEL") or None,
-                        help="checkpoint (default models/facestream.pt) [env FACESTREAM_MODEL]")
-        sp.add_argument("--pick", choices=("only", "largest"), default="only",
-                        help="photos with several faces: refuse them (only) or take the largest face")
-        sp.add_argument("--skip-bad", action="store_true",
-                        help="enroll the good photos even when others are refused (default: all or nothing)")
-        sp.add_argument("--replace", action="store_true", help="drop the person's existing embeddings first")
-        sp.add_argument("--min-face-size", type=float, default=40.0)
-        sp.add_argument("--min-prob", type=float, default=0.95)
-    ls = sub.add_parser("list", help="people and their embedding counts")
-    ls.add_argument("--json", action="store_true")
-    rm = sub.add_parser("remove", help="delete a person and every embedding of theirs")
+    subcommand("list", "people and their embedding counts", ListSettings)
+    rm = subcommand("remove", "delete a person and every embedding of theirs")
     rm.add_argument("name")
     return p
 
 
-def load_pipeline(args):
-    from shared.vision.detect import FaceDetector
-    from shared.vision.embed import EmbeddingModel
-
-    model = EmbeddingModel.load(args.model, device="cpu")
-    return FaceDetector(model.template, min_face_size=int(args.min_face_size)), model
+def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[GalleryConfig, argparse.Namespace]:
+    """The settings (flags > FACESTREAM_* > defaults) and the subcommand with its arguments."""
+    return parse(GalleryConfig, argv, env, parser=parser())
 
 
-def enroll(args, store: GalleryStore, name: str, paths: list[str], pipeline=None) -> int:
+def load_recognizer(cfg: GalleryConfig):
+    from shared.vision.api import Recognizer
+
+    return Recognizer.load(cfg.model or None, device="cpu", min_face_size=int(cfg.min_face_size))
+
+
+def enroll(cfg: GalleryConfig, store: GalleryStore, name: str, paths: list[str], rec=None) -> int:
     from services.gallery.enroll import Accepted, Refused, embed_photos, expand
 
     files, refused = expand(paths)
-    detector, model = pipeline or load_pipeline(args)
-    results = embed_photos(files, detector, model, args.pick, args.min_face_size, args.min_prob)
+    rec = rec or load_recognizer(cfg)
+    results = embed_photos(files, rec.detector, rec.model, cfg.pick, cfg.min_face_size, cfg.min_prob)
     accepted = [r for r in results if isinstance(r, Accepted)]
     refused += [r for r in results if isinstance(r, Refused)]
     for r in refused:
         print(f"refused: {r}", file=sys.stderr)
-    if refused and not args.skip_bad:
+    if refused and not cfg.skip_bad:
         print(f"nothing enrolled for {name}: {len(refused)} photo(s) refused (fix them, or pass --skip-bad)",
               file=sys.stderr)
         return 1
     if not accepted:
         print(f"nothing enrolled for {name}: no usable photo", file=sys.stderr)
         return 1
-    version = store.add(name, {a.embedding_id: a.embedding for a in accepted}, model.model_version,
-                        [str(a.path) for a in accepted], replace=args.replace)
+    version = store.add(name, {a.embedding_id: a.embedding for a in accepted}, rec.model.model_version,
+                        [str(a.path) for a in accepted], replace=cfg.replace)
     print(f"enrolled {name}: {len(accepted)} embedding(s) from {len(accepted)} photo(s), "
-          f"model {model.model_version}, gallery v{version}")
+          f"model {rec.model.model_version}, gallery v{version}")
     return 0 if not refused else 1
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    store = GalleryStore.from_url(args.redis_url, args.prefix)
+    cfg, args = config(argv)
+    store = GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix)
     if args.cmd == "enroll":
-        return enroll(args, store, args.name, args.paths)
+        return enroll(cfg, store, args.name, args.paths)
     if args.cmd == "enroll-all":
         from pathlib import Path
 
@@ -81,11 +107,11 @@ def main(argv: list[str]) -> int:
         if not people:
             print(f"{args.root}: no person folders (expected ROOT/<name>/<photos>)", file=sys.stderr)
             return 1
-        pipeline = load_pipeline(args)
-        return max(enroll(args, store, p.name, [str(p)], pipeline) for p in people)
+        rec = load_recognizer(cfg)
+        return max(enroll(cfg, store, p.name, [str(p)], rec) for p in people)
     if args.cmd == "list":
         people = store.people()
-        if args.json:
+        if cfg.json:
             for p in people:
                 print(json.dumps({"name": p.name, "embeddings": p.embeddings, "model_version": p.model_version}))
         else:
