@@ -160,8 +160,11 @@ def create_topics() -> None:
     from shared.kafka_admin import create_topics as create
     from shared.topics import ALL
 
-    create(f"127.0.0.1:{KAFKA_PORT}", {t.name: t.partitions for t in ALL},
-           retention_ms={t.name: t.retention_ms for t in ALL})
+    retention = {t.name: t.retention_ms for t in ALL}
+    hours = os.environ.get("FACESTREAM_DEAD_LETTER_RETENTION_H")
+    if hours:  # dead letters hold pixels: how long they stay is the operator's call
+        retention["dead-letter"] = int(float(hours) * 3600 * 1000)
+    create(f"127.0.0.1:{KAFKA_PORT}", {t.name: t.partitions for t in ALL}, retention_ms=retention)
     log("topics: " + ", ".join(f"{t.name}({t.partitions})" for t in ALL))
 
 

@@ -2,12 +2,15 @@
 
 Delivery is at-least-once. Offsets are committed only after the broker acknowledged every output of
 the batch (auto-commit is off), so a worker killed anywhere in the loop loses nothing: its partitions
-go to another member, which reads again from the last commit. A message that cannot be decoded, or
-that the stage names as invalid (`shared.stage.InvalidMessage`, returned or raised with its index), goes
-to the dead-letter topic with the reason and where it came from, and its offset is committed with the
-rest; the other messages of the batch are processed once, as if it had not been there. Any other exception is a fault of the
-process or its dependencies (broker, Redis, GPU): the loop stops without committing, the process exits
-non-zero and the orchestrator restarts it. SIGTERM and SIGINT finish the batch in hand, commit it, and
+go to another member, which reads again from the last commit.
+
+Bad input costs one dead letter, never the process. A message that cannot be decoded, that the stage
+names as invalid (`shared.stage.InvalidMessage`, returned or raised with its index), or whose processing
+raised anything else, goes to the dead-letter topic with the reason and where it came from, and its
+offset is committed with the rest; the other messages of the batch are processed once, as if it had not
+been there. Only the dependency faults declared in `shared.faults` (broker, Redis, GPU memory) stop the
+loop without committing: the process exits non-zero, the orchestrator restarts it, and the inputs are
+read again once the dependency is back. SIGTERM and SIGINT finish the batch in hand, commit it, and
 leave the group cleanly.
 """
 from __future__ import annotations
@@ -24,8 +27,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
-from shared import metrics, topics
-from shared.schemas import SchemaError, dead_letter
+from shared import faults, metrics, topics
+from shared.schemas import DEAD_LETTER_MAX_BYTES, SchemaError, dead_letter
 from shared.stage import InvalidMessage, Output, Stage, run_batch
 
 log = logging.getLogger(__name__)
@@ -124,7 +127,8 @@ def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int, idle_ms
 
 def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *, max_batch_size: int,
               max_batch_wait_ms: int, health: metrics.Health, stop: StopFlag | None = None,
-              max_invalid_ratio: float = 0.5, max_batches: int | None = None) -> int:
+              max_invalid_ratio: float = 0.5, max_batches: int | None = None,
+              dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> int:
     """Run until `stop` is set (or `max_batches` batches, for tests); return the number of inputs handled."""
     stop = StopFlag() if stop is None else stop  # (not `or`: an unset flag is falsy)
     consumer.subscribe([stage.input_topic], listener=_Assignment(stage.name, health))
@@ -147,7 +151,12 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
                 items.append(stage.decode(rec.value))
                 item_records.append(rec)
             except SchemaError as e:
-                outputs.append(_dlq(stage.name, rec, f"schema: {e}"))
+                outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"schema: {e}"))
+                invalid.add(True)
+            except Exception as e:  # a decoder's bug on odd bytes is still the input's fault (shared.faults)
+                if faults.is_dependency_fault(e):
+                    raise
+                outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"schema: {faults.describe(e)}"))
                 invalid.add(True)
 
         if items:
@@ -157,7 +166,7 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
             metrics.BATCH_SIZE.labels(stage.name).observe(len(items))
             for rec, res in zip(item_records, results):
                 if isinstance(res, InvalidMessage):
-                    outputs.append(_dlq(stage.name, rec, f"invalid: {res.reason}"))
+                    outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"invalid: {res.reason}"))
                     invalid.add(True)
                 else:
                     outputs.extend(res)
@@ -184,11 +193,12 @@ def _produce(producer: KafkaProducer, stage: str, outputs: list[Output]) -> None
         metrics.MESSAGES_OUT.labels(stage, topic).inc()
 
 
-def _dlq(stage: str, rec: Any, reason: str) -> Output:
+def _dlq(stage: str, max_bytes: int, rec: Any, reason: str) -> Output:
     metrics.DEAD_LETTERED.labels(stage, reason.split(":")[0]).inc()
     log.warning("%s: dead-lettering %s[%d]@%d: %s", stage, rec.topic, rec.partition, rec.offset, reason)
     return Output(topics.DEAD_LETTER.name, rec.key,
-                  dead_letter(reason, stage, rec.topic, rec.partition, rec.offset, rec.key, rec.value, time.time()))
+                  dead_letter(reason, stage, rec.topic, rec.partition, rec.offset, rec.key, rec.value, time.time(),
+                              max_bytes))
 
 
 def _commit(consumer: KafkaConsumer, records: Sequence, stage: str) -> None:

@@ -27,6 +27,9 @@ BATCH_SIZE = Histogram("facestream_batch_size", "Inputs per processed batch", ["
 STALE_DROPPED = Counter("facestream_stale_dropped_total", "Inputs dropped as older than the stage's max age",
                         ["stage"])
 DEAD_LETTERED = Counter("facestream_dead_lettered_total", "Messages sent to the dead-letter topic", ["stage", "reason"])
+BATCH_ISOLATIONS = Counter("facestream_batch_isolations_total",
+                           "Batches run input by input after an exception the stage did not attribute (a bug)",
+                           ["stage"])
 COMMITS = Counter("facestream_commits_total", "Offset commits after acknowledged output", ["stage"])
 CONSUMER_LAG = Gauge("facestream_consumer_lag", "Messages behind the end of each assigned partition",
                      ["stage", "topic", "partition"])

@@ -227,13 +227,28 @@ class IdentityEvent:
 
 
 # --- dead-letter (JSON) ----------------------------------------------------------------------------
-def dead_letter(reason: str, stage: str, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, ts: float) -> bytes:
-    """A dead-letter record: why, where from, and the original bytes (base64) so nothing is lost."""
-    import base64
+DEAD_LETTER_MAX_BYTES = 1_000_000  # under the broker's default message.max.bytes (1,048,588) and the producer's
+MAX_REASON_CHARS = 2000
 
-    return json.dumps({
-        "schema": "dead-letter/v1", "reason": reason, "stage": stage, "topic": topic, "partition": partition,
-        "offset": offset, "key": key.decode("utf-8", "replace") if key else None,
-        "value_b64": base64.b64encode(value or b"").decode(), "ts": ts,
-    }).encode()
+
+def dead_letter(reason: str, stage: str, topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None, ts: float, max_bytes: int = DEAD_LETTER_MAX_BYTES) -> bytes:
+    """A dead-letter record: why, where from, and the original bytes (base64), with their length and
+    SHA-256. The record never exceeds `max_bytes`: a payload too large to fit is cut, `value_truncated`
+    says so, and its length and hash still name the original (it can be found again at its offset)."""
+    import base64
+    import hashlib
+
+    value = bytes(value or b"")
+    rec = {"schema": "dead-letter/v1", "reason": reason[:MAX_REASON_CHARS], "stage": stage, "topic": topic,
+           "partition": partition, "offset": offset,
+           "key": key.decode("utf-8", "replace")[:1000] if key else None,
+           "value_bytes": len(value), "value_sha256": hashlib.sha256(value).hexdigest(), "value_truncated": False,
+           "value_b64": "", "ts": ts}
+    room = max_bytes - len(json.dumps(rec).encode()) - 64  # the rest of the record, with a margin
+    if room <= 0:
+        raise ValueError(f"a dead-letter record needs more than {max_bytes} bytes before its payload")
+    keep = len(value) if 4 * -(-len(value) // 3) <= room else (room // 4) * 3
+    rec["value_truncated"] = keep < len(value)
+    rec["value_b64"] = base64.b64encode(value[:keep]).decode()
+    return json.dumps(rec).encode()

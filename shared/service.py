@@ -52,7 +52,8 @@ def run_consumer_service(stage_name: str, cfg: StageConfig, build: Callable[[], 
     try:
         n = kafka_loop.run_stage(stage, consumer, producer, max_batch_size=cfg.max_batch_size,
                                  max_batch_wait_ms=cfg.max_batch_wait_ms, health=health, stop=stop,
-                                 max_invalid_ratio=cfg.max_invalid_ratio)
+                                 max_invalid_ratio=cfg.max_invalid_ratio,
+                                 dead_letter_max_bytes=cfg.dead_letter_max_bytes)
         log.info("%s: stopped after %d messages", stage_name, n)
         return 0
     finally:

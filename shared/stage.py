@@ -11,11 +11,22 @@ A stage whose work is vectorized over the batch (one model call for every crop) 
 `InvalidMessage(reason, index=i)` naming the offending input. The contract: it raises before it changes
 any state and before its heavy work, so that the loop can dead-letter item i and call it again on the
 others at no cost. Stateful stages (the matcher's tracks) validate every input first, then update.
+
+Any other exception is the input's fault too (`shared.faults`), unless it is a declared dependency fault
+(broker, Redis, GPU memory), which propagates and stops the process without a commit. A stage attributes
+what it can to its input (each frame's decode and detection runs under `per_item`); an exception it could
+not attribute, in a batch of several, is a stage bug: as a last resort the loop runs those inputs one by
+one (counted in facestream_batch_isolations_total) rather than crash-looping on them.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Generic, Sequence, TypeVar, Union
+
+from shared import faults, metrics
+
+log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 
@@ -52,6 +63,19 @@ class Stage(Generic[In]):
     idle: Callable[[], list[Output]] | None = None
 
 
+def per_item(fn: Callable[[], list[Output]]) -> Result:
+    """Run one input's work: its outputs, or an InvalidMessage carrying whatever it raised (dependency
+    faults excepted: they propagate)."""
+    try:
+        return fn()
+    except InvalidMessage as e:
+        return e
+    except Exception as e:
+        if faults.is_dependency_fault(e):
+            raise
+        return InvalidMessage(faults.describe(e))
+
+
 def run_batch(stage: Stage, items: list) -> list[Result]:
     """`stage.process(items)`, checked: one result per input. A raised InvalidMessage must name its input
     (or be the batch's only one); that input gets it as its result and the others are processed."""
@@ -67,6 +91,18 @@ def run_batch(stage: Stage, items: list) -> list[Result]:
                                    f"without naming the input (index={e.index}): {e}") from e
             results[pending.pop(k)] = e
             continue
+        except Exception as e:
+            if faults.is_dependency_fault(e):
+                raise
+            if len(pending) == 1:
+                results[pending.pop()] = InvalidMessage(faults.describe(e))
+                continue
+            log.warning("%s: %s in a batch of %d that the stage did not attribute: running them one by one",
+                        stage.name, faults.describe(e, 200), len(pending))
+            metrics.BATCH_ISOLATIONS.labels(stage.name).inc()
+            for i in pending:
+                results[i] = run_batch(stage, [items[i]])[0]
+            break
         if len(got) != len(pending):
             raise RuntimeError(f"{stage.name}.process returned {len(got)} results for {len(pending)} inputs")
         for i, r in zip(pending, got):

@@ -94,3 +94,25 @@ def test_dead_letter_keeps_original_bytes_and_origin():
     d = json.loads(raw)
     assert (d["reason"], d["topic"], d["partition"], d["offset"]) == ("schema: broken", "frames", 3, 42)
     assert base64.b64decode(d["value_b64"]) == b"\x00\x01"
+
+
+def test_a_dead_letter_of_a_huge_payload_fits_the_broker_and_names_the_original():
+    import base64
+    import hashlib
+
+    garbage = bytes(range(256)) * 3907  # ~1,000,000 bytes: base64 + JSON would be 1.33 MB
+    raw = dead_letter("schema: frames: not msgpack", "detector", "frames", 0, 7, b"cam", garbage, 1.0)
+    assert len(raw) <= 1_000_000
+    d = json.loads(raw)
+    assert d["value_truncated"] is True and d["value_bytes"] == len(garbage)
+    assert d["value_sha256"] == hashlib.sha256(garbage).hexdigest()
+    kept = base64.b64decode(d["value_b64"])
+    assert 0 < len(kept) < len(garbage) and garbage.startswith(kept)
+    small = json.loads(dead_letter("x", "s", "t", 0, 0, None, b"abc", 1.0, max_bytes=10_000))
+    assert small["value_truncated"] is False and base64.b64decode(small["value_b64"]) == b"abc"
+
+
+@pytest.mark.parametrize("limit", [10_000, 50_000, 1_000_000])
+def test_a_dead_letter_never_exceeds_its_limit(limit):
+    for n in (0, 1, limit // 2, limit, 3 * limit):
+        assert len(dead_letter("r" * 5000, "s", "t", 1, 2, b"k" * 5000, b"\xff" * n, 1.0, max_bytes=limit)) <= limit

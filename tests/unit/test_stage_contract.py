@@ -1,7 +1,7 @@
 """`shared.stage.run_batch`: the loop's side of the Stage contract, with stand-in stages (pure logic)."""
 import pytest
 
-from shared.stage import InvalidMessage, Output, Stage, run_batch
+from shared.stage import InvalidMessage, Output, Stage, per_item, run_batch
 
 
 def out(x) -> list[Output]:
@@ -56,3 +56,43 @@ def test_a_lone_item_may_raise_without_an_index():
 def test_a_stage_that_breaks_the_contract_is_a_bug_not_a_dead_letter(process, message):
     with pytest.raises(RuntimeError, match=message):
         run_batch(stage(process), ["a", "b"])
+
+
+def test_any_other_exception_is_the_inputs_fault_and_says_what_it_was():
+    def process(items):
+        return [per_item(lambda: out(1 // x)) for x in items]
+
+    res = run_batch(stage(process), [1, 0, 2])
+    assert res[0] == out(1) and res[2] == out(0)
+    assert isinstance(res[1], InvalidMessage) and res[1].reason == "ZeroDivisionError: integer division or modulo by zero"
+
+
+def test_an_unattributed_exception_in_a_batch_isolates_it_instead_of_crash_looping():
+    from shared import metrics
+
+    def process(items):
+        if any(x == "bomb" for x in items):
+            raise IndexError("list index out of range")
+        return [out(x) for x in items]
+
+    before = metrics.BATCH_ISOLATIONS.labels("s")._value.get()
+    res = run_batch(stage(process), ["a", "bomb", "b"])
+    assert res[0] == out("a") and res[2] == out("b") and res[1].reason == "IndexError: list index out of range"
+    assert metrics.BATCH_ISOLATIONS.labels("s")._value.get() == before + 1
+
+
+@pytest.mark.parametrize("fault", ["kafka", "redis"])
+def test_a_dependency_fault_stops_the_batch_instead_of_dead_lettering_good_input(fault):
+    import kafka.errors
+    import redis.exceptions
+
+    exc = kafka.errors.KafkaTimeoutError("broker gone") if fault == "kafka" else \
+        redis.exceptions.ConnectionError("Connection refused")
+
+    def process(items):
+        return [per_item(lambda: (_ for _ in ()).throw(exc)) for x in items]
+
+    with pytest.raises(type(exc)):
+        run_batch(stage(process), ["a", "b"])
+    with pytest.raises(type(exc)):
+        run_batch(stage(lambda items: (_ for _ in ()).throw(exc)), ["a"])
