@@ -26,6 +26,9 @@ BATCH_SIZE = Histogram("facestream_batch_size", "Inputs per processed batch", ["
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 STALE_DROPPED = Counter("facestream_stale_dropped_total", "Inputs dropped as older than the stage's max age",
                         ["stage"])
+FRAMES_SHED = Counter("facestream_frames_shed_total",
+                      "Frames skipped unread because a newer frame of the same camera was processed instead",
+                      ["stage", "camera_id"])
 DEAD_LETTERED = Counter("facestream_dead_lettered_total", "Messages sent to the dead-letter topic", ["stage", "reason"])
 BATCH_ISOLATIONS = Counter("facestream_batch_isolations_total",
                            "Batches run input by input after an exception the stage did not attribute (a bug)",

@@ -119,7 +119,7 @@ class FrameFaces:
     # Stale frames are still published (without faces) so that every frame is accounted for downstream.
     status: str = "ok"
     VERSION = 1
-    STATUSES = ("ok", "stale")
+    STATUSES = ("ok", "stale", "skipped")  # skipped: a newer frame of the camera was detected instead
 
     def encode(self) -> bytes:
         return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,

@@ -25,6 +25,11 @@ class DetectorConfig(StageConfig):
     max_faces: int = setting(32, "most faces kept per frame (largest first)", ge=1, le=1000)
     max_frame_age_ms: int = setting(5000, "frames older than this on arrival are dropped as stale (0: never)",
                                     ge=0, le=3_600_000)
+    newest_only: bool = setting(True, "shed load by camera: of several frames of one camera in a batch (the pool "
+                                      "is behind it), detect the newest and mark the older ones skipped")
+    max_frame_pixels: int = setting(3840 * 2160, "largest frame, width x height, read from the JPEG header before "
+                                                 "decoding: a bigger one is dead-lettered unread (default 4K)",
+                                    ge=64 * 64, le=100_000_000)
     crop_jpeg_quality: int = setting(95, "JPEG quality of the aligned crops", ge=50, le=100)
     refine_landmarks: bool = setting(True, "a second MTCNN pass on each aligned crop, averaged with the first "
                                            "(+0.16 points on LFW; ~27 ms per face on one thread, 0.65x the "
@@ -51,7 +56,7 @@ def build(cfg: DetectorConfig) -> Stage:
                             refine=cfg.refine_landmarks)
     gates = Gates(cfg.min_face_size, cfg.min_prob, cfg.min_sharpness, cfg.max_faces)
     process = make_process(detector.detect, gates, cfg.faces_topic, cfg.max_frame_age_ms / 1000,
-                           cfg.crop_jpeg_quality)
+                           cfg.crop_jpeg_quality, newest_only=cfg.newest_only, max_pixels=cfg.max_frame_pixels)
     return Stage("detector", cfg.frames_topic, Frame.decode, process)
 
 

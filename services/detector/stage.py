@@ -1,9 +1,17 @@
 """The detector stage's work on a batch of frames: decode, detect, align, gate, encode. No Kafka here.
 
-An overloaded pool must catch up rather than lag forever, so a frame older than `max_frame_age_ms` when
-it reaches the detector is not read: it is published as `status="stale"` without faces (every frame stays
-accounted for) and counted. Quality gates drop faces the embedder would only get wrong: too small, too
-unsure, too blurred (variance of the Laplacian of the aligned crop under `min_sharpness`).
+Load is shed by keeping the newest frame of each camera, not by age alone. A batch that holds several
+frames of one camera means the pool is behind that camera: only its newest frame is detected, and the
+older ones are published as `status="skipped"` without faces (every frame stays accounted for; counted
+per camera, once per batch). So a pool at capacity always detects the freshest frame it has, and a
+camera's tracks keep gathering faces, where a rule by age alone let a pool that fell behind detect one
+frame, fall behind again, and skip all the rest. A frame older than `max_frame_age_ms` is still never
+read (`status="stale"`): a backlog after an outage is worth nothing to a live view.
+
+Every frame is measured by its JPEG header before it is decoded (a frame over `max_frame_pixels` is
+refused unread), and any exception while one frame is detected is that frame's fault: it gets an
+InvalidMessage (dead-lettered), the others go on. Quality gates drop faces the embedder would only get
+wrong: too small, too unsure, too blurred (variance of the Laplacian of the aligned crop).
 """
 from __future__ import annotations
 
@@ -14,11 +22,12 @@ from typing import Callable
 import numpy as np
 
 from shared import metrics
-from shared.stage import InvalidMessage, Output, Result
-from shared.vision.images import decode_jpeg as decode_image, encode_jpeg
 from shared.schemas import DetectedFace, Frame, FrameFaces
+from shared.stage import InvalidMessage, Output, Result, per_item
+from shared.vision.images import ImageRefused, decode_jpeg as decode_image, encode_jpeg
 
 STAGE = "detector"
+MAX_FRAME_PIXELS = 3840 * 2160  # 4K: the default limit of a frame's size, checked on its header
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +48,15 @@ class Gates:
         return None
 
 
-def decode_jpeg(jpeg: bytes) -> np.ndarray:
-    """JPEG bytes to HxWx3 uint8 RGB; a corrupt image is an invalid message (dead-lettered)."""
-    rgb = decode_image(jpeg)
+def decode_jpeg(jpeg: bytes, max_pixels: int = MAX_FRAME_PIXELS) -> np.ndarray:
+    """JPEG bytes to HxWx3 uint8 RGB, the header checked first; a corrupt image or one over the pixel
+    limit is an invalid message (dead-lettered)."""
+    try:
+        rgb = decode_image(jpeg, max_pixels=max_pixels)
+    except ImageRefused as e:
+        if str(e).startswith("not a JPEG"):
+            raise InvalidMessage(f"frame payload is not a decodable JPEG: {e}") from None
+        raise InvalidMessage(f"frame refused before decoding: {e}") from None
     if rgb is None:
         raise InvalidMessage(f"frame payload is not a decodable JPEG ({len(jpeg)} bytes)")
     return rgb
@@ -51,9 +66,10 @@ def encode_crop(crop_rgb: np.ndarray, quality: int) -> bytes:
     return encode_jpeg(crop_rgb, quality)
 
 
-def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gates, crop_quality: int) -> FrameFaces:
+def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gates, crop_quality: int,
+                 max_pixels: int = MAX_FRAME_PIXELS) -> FrameFaces:
     """Every face of one frame that passes the gates, with its aligned crop as JPEG."""
-    rgb = decode_jpeg(frame.jpeg)
+    rgb = decode_jpeg(frame.jpeg, max_pixels)
     kept = []
     for face in sorted(detect(rgb), key=lambda f: -f.face_size):
         why = gates.reason(face)
@@ -69,25 +85,51 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
                       detect_ts=time.time())
 
 
+def newest_first_by_camera(frames: list[Frame], rows: list[int]) -> dict[str, list[int]]:
+    """The rows of each camera, newest frame first (capture time, then seq)."""
+    by_cam: dict[str, list[int]] = {}
+    for i in rows:
+        by_cam.setdefault(frames[i].camera_id, []).append(i)
+    for rows_of in by_cam.values():
+        rows_of.sort(key=lambda i: (frames[i].capture_ts, frames[i].seq), reverse=True)
+    return by_cam
+
+
 def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic: str, max_frame_age_s: float,
-                 crop_quality: int = 95, clock: Callable[[], float] = time.time):
-    """The stage's batch function: one FrameFaces output per input frame, stale or not, or the reason a
-    frame can never be read (an InvalidMessage in its place: the loop dead-letters it)."""
+                 crop_quality: int = 95, clock: Callable[[], float] = time.time, newest_only: bool = True,
+                 max_pixels: int = MAX_FRAME_PIXELS):
+    """The stage's batch function: one FrameFaces output per input frame (detected, skipped or stale), or
+    the reason a frame can never be read (an InvalidMessage in its place: the loop dead-letters it)."""
+
+    def marked(frame: Frame, status: str) -> FrameFaces:
+        return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, (),
+                          detect_ts=clock(), status=status)
 
     def process(frames: list[Frame]) -> list[Result]:
-        out: list[Result] = []
-        for frame in frames:
-            if max_frame_age_s > 0 and clock() - frame.capture_ts > max_frame_age_s:
-                metrics.STALE_DROPPED.labels(STAGE).inc()
-                result = FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, (),
-                                    detect_ts=clock(), status="stale")
+        now = clock()
+        result: list[FrameFaces | InvalidMessage | None] = [None] * len(frames)
+        live = []
+        for i, frame in enumerate(frames):
+            if max_frame_age_s > 0 and now - frame.capture_ts > max_frame_age_s:
+                result[i] = marked(frame, "stale")
             else:
-                try:
-                    result = detect_frame(frame, detect, gates, crop_quality)
-                except InvalidMessage as e:
-                    out.append(e)
+                live.append(i)
+        if len(live) < len(frames):
+            metrics.STALE_DROPPED.labels(STAGE).inc(len(frames) - len(live))
+        groups = newest_first_by_camera(frames, live) if newest_only else {str(i): [i] for i in live}
+        for rows in groups.values():
+            done = False
+            for i in rows:  # the newest frame that can be read is detected; the older ones are skipped
+                if done:
+                    result[i] = marked(frames[i], "skipped")
                     continue
-            out.append([Output(faces_topic, frame.camera_id.encode(), result.encode())])
-        return out
+                got = per_item(lambda: detect_frame(frames[i], detect, gates, crop_quality, max_pixels))
+                result[i] = got
+                done = not isinstance(got, InvalidMessage)
+            shed = sum(1 for i in rows if isinstance(result[i], FrameFaces) and result[i].status == "skipped")
+            if shed:
+                metrics.FRAMES_SHED.labels(STAGE, frames[rows[0]].camera_id).inc(shed)
+        return [r if isinstance(r, InvalidMessage) else [Output(faces_topic, f.camera_id.encode(), r.encode())]
+                for f, r in zip(frames, result)]
 
     return process

@@ -12,19 +12,24 @@ import numpy as np
 
 from shared import metrics
 from shared.stage import InvalidMessage, Output, Result
-from shared.vision.images import decode_jpeg
+from shared.vision.images import ImageRefused, decode_jpeg
 from shared.schemas import EmbeddedFace, FrameEmbeddings, FrameFaces
 
 STAGE = "embedder"
 
 
 def decode_crop(jpeg: bytes, size: int) -> np.ndarray:
-    rgb = decode_jpeg(jpeg)
-    if rgb is None:
-        raise InvalidMessage(f"a face crop is not a decodable JPEG ({len(jpeg)} bytes)")
-    if rgb.shape[:2] != (size, size):
-        raise InvalidMessage(f"a face crop is {rgb.shape[1]}x{rgb.shape[0]}, the model takes {size}x{size}: "
-                             "the detector and the embedder disagree on the checkpoint")
+    """An aligned crop, its JPEG header checked first: a crop that is not exactly the model's size is
+    refused without being decoded (a 16000 x 16000 bomb costs nothing)."""
+    try:
+        rgb = decode_jpeg(jpeg, exact_size=(size, size))
+    except ImageRefused as e:
+        if "required" in str(e):
+            raise InvalidMessage(f"a face crop is {e}, the model takes {size}x{size}: the detector and the "
+                                 "embedder disagree on the checkpoint, or the crop is forged") from None
+        raise InvalidMessage(f"a face crop is not a decodable JPEG ({len(jpeg)} bytes): {e}") from None
+    if rgb is None or rgb.shape[:2] != (size, size):
+        raise InvalidMessage(f"a face crop is not a decodable {size}x{size} JPEG ({len(jpeg)} bytes)")
     return rgb
 
 

@@ -21,8 +21,10 @@ from shared.schemas import FrameEmbeddings, IdentityEvent
 
 class Matcher:
     def __init__(self, index: Callable[[], GalleryIndex], threshold: float, model_version: str, events_topic: str,
-                 policy: TrackPolicy = TrackPolicy(), clock: Callable[[], float] = time.time):
+                 policy: TrackPolicy = TrackPolicy(), clock: Callable[[], float] = time.time,
+                 embedding_dim: int | None = None):
         self.index, self.threshold, self.model_version = index, threshold, model_version
+        self.embedding_dim = embedding_dim  # the model's; None: the gallery's, once it has one
         self.events_topic, self.policy, self.clock = events_topic, policy, clock
         self.cameras: dict[str, CameraTracks] = {}
         self._e2e: dict[str, object] = {}  # per-camera histogram children: a labels() lookup per face costs 17%
@@ -39,6 +41,19 @@ class Matcher:
         if f.model_version != self.model_version:
             return InvalidMessage(f"embeddings from model {f.model_version!r}, the matcher and its gallery use "
                                   f"{self.model_version!r}: vectors of different models cannot be compared")
+        want = self.embedding_dim
+        if want is None:
+            index = self.index()
+            want = index.matrix.shape[1] if index.size else None
+        for face in f.faces:
+            dim = len(face.embedding)
+            if want is not None and dim != want:
+                return InvalidMessage(f"a {dim}-d embedding where model {self.model_version!r} makes {want}-d ones")
+            norm = float(np.linalg.norm(face.embedding))
+            if not 0.99 <= norm <= 1.01:
+                return InvalidMessage(f"an embedding of length {norm:.4g}: the embedder makes unit vectors")
+        if len({len(face.embedding) for face in f.faces}) > 1:
+            return InvalidMessage("embeddings of different dimensions in one frame")
         return None
 
     def process(self, frames: list[FrameEmbeddings]) -> list[Result]:

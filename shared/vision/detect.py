@@ -66,6 +66,10 @@ class FaceDetector:
         """Every face MTCNN finds in an HxWx3 uint8 RGB image, aligned; an empty list when there is none."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+        if min(rgb.shape[:2]) < self.min_face_size:
+            # MTCNN's image pyramid starts at the smallest face size: a smaller image has no scale to search
+            # (facenet-pytorch then fails in torch.cat of an empty list), and holds no face we would keep.
+            return []
         boxes, probs, points = self._mtcnn.detect(np.ascontiguousarray(rgb), landmarks=True)
         if boxes is None or len(boxes) == 0:
             return []

@@ -101,3 +101,10 @@ def test_refinement_averages_a_second_pass_on_the_aligned_crop(detector):
     in_crop = (m @ np.c_[second, np.ones(5)].T).T
     assert np.abs(in_crop - DLIB_150.points).max() < 12  # near the template, as an aligned face should be
     assert np.array_equal(f2.crop, align(img, f2.landmarks, DLIB_150))
+
+
+@pytest.mark.parametrize("h, w", [(20, 20), (1, 1), (39, 640), (12, 12)])
+def test_a_frame_below_the_smallest_face_is_no_face_not_a_crash(detector, h, w):
+    """facenet-pytorch's MTCNN fails in torch.cat of an empty list when the image is smaller than its
+    smallest face: such a frame simply holds no face."""
+    assert detector.detect(np.full((h, w, 3), 128, np.uint8)) == []

@@ -115,3 +115,12 @@ def test_a_foreign_model_frame_in_a_batch_is_refused_alone_and_the_others_still_
     assert isinstance(results[1], InvalidMessage)
     assert [len(r) for i, r in enumerate(results) if i != 1] == [0, 0, 1], "3 good faces name ann once"
     assert json.loads(results[3][0].value)["identity"] == "ann"
+
+
+@pytest.mark.parametrize("vec, why", [(np.ones(64, np.float32) / 8, "a 64-d embedding where model 'm1' makes 3-d"),
+                                      (np.array([3.0, 0, 0], np.float32), "an embedding of length 3")])
+def test_a_vector_of_the_wrong_size_or_length_is_refused_not_a_crash(vec, why):
+    idx = GalleryIndex.build({"ann": unit(1, 0, 0)[None]}, model_version="m1")
+    m = Matcher(lambda: idx, 0.8, "m1", "ev", P, clock=lambda: 11.0)
+    bad, good = m.process([frame(0, 10.0, [vec]), frame(1, 10.1, [unit(1, 0, 0)])])
+    assert isinstance(bad, InvalidMessage) and why in bad.reason and good == []

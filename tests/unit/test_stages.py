@@ -97,8 +97,8 @@ def test_a_bad_frame_among_good_ones_is_refused_alone_and_mtcnn_runs_once_per_fr
         return FACES[:1]
 
     process = detector_process(detect, GATES, "faces", max_frame_age_s=0)
-    frames = [Frame("cam", 0, 1.0, 64, 48, jpeg()), Frame("cam", 1, 1.0, 64, 48, b"\xff\xd8 corrupt"),
-              Frame("cam", 2, 1.0, 64, 48, jpeg())]
+    frames = [Frame("cam0", 0, 1.0, 64, 48, jpeg()), Frame("cam1", 0, 1.0, 64, 48, b"\xff\xd8 corrupt"),
+              Frame("cam2", 0, 1.0, 64, 48, jpeg())]
     results = process(frames)
     assert isinstance(results[1], InvalidMessage) and [len(r) for r in (results[0], results[2])] == [1, 1]
     assert len(seen) == 2, "each good frame detected once, the corrupt one never"
@@ -117,3 +117,64 @@ def test_a_frame_with_a_bad_crop_is_refused_and_the_others_share_one_model_call(
     assert isinstance(results[1], InvalidMessage) and "not a decodable JPEG" in results[1].reason
     assert calls == [3], "the good frames' three crops in one forward pass"
     assert [len(FrameEmbeddings.decode(r[0].value).faces) for r in (results[0], results[2])] == [2, 1]
+
+
+def test_a_pool_behind_a_camera_detects_its_newest_frame_and_marks_the_older_ones_skipped():
+    from shared import metrics
+
+    seen = []
+
+    def detect(rgb):
+        seen.append(rgb.shape)
+        return FACES[:1]
+
+    process = detector_process(detect, GATES, "faces", max_frame_age_s=10, clock=lambda: 100.0)
+    frames = [Frame("a", 0, 99.0, 64, 48, jpeg()), Frame("b", 7, 99.1, 64, 48, jpeg()),
+              Frame("a", 1, 99.2, 64, 48, jpeg()), Frame("a", 2, 99.3, 64, 48, jpeg()),
+              Frame("old", 0, 80.0, 64, 48, jpeg())]
+    before = metrics.FRAMES_SHED.labels("detector", "a")._value.get()
+    out = [FrameFaces.decode(r[0].value) for r in process(frames)]
+    assert [(f.camera_id, f.seq, f.status) for f in out] == [
+        ("a", 0, "skipped"), ("b", 7, "ok"), ("a", 1, "skipped"), ("a", 2, "ok"), ("old", 0, "stale")]
+    assert len(seen) == 2, "one detection per camera: the newest frames of a and b"
+    assert metrics.FRAMES_SHED.labels("detector", "a")._value.get() == before + 2
+
+
+def test_when_the_newest_frame_is_corrupt_the_next_newest_is_detected():
+    process = detector_process(lambda rgb: FACES[:1], GATES, "faces", max_frame_age_s=0)
+    res = process([Frame("a", 0, 1.0, 64, 48, jpeg()), Frame("a", 1, 2.0, 64, 48, b"\xff\xd8 corrupt")])
+    assert isinstance(res[1], InvalidMessage) and FrameFaces.decode(res[0][0].value).status == "ok"
+
+
+def test_a_frame_whose_header_is_over_the_pixel_limit_is_refused_unread():
+    def never(rgb):
+        raise AssertionError("decoded a frame over the limit")
+
+    process = detector_process(never, GATES, "faces", max_frame_age_s=0, max_pixels=32 * 32)
+    (res,) = process([Frame("a", 0, 1.0, 64, 48, jpeg())])
+    assert isinstance(res, InvalidMessage) and "64x48 is 3,072 pixels, over the limit of 1,024" in res.reason
+
+
+def test_any_exception_of_the_detector_costs_that_frame_only():
+    def detect(rgb):
+        if rgb.shape[0] == 20:
+            raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+        return FACES[:1]
+
+    process = detector_process(detect, GATES, "faces", max_frame_age_s=0)
+    res = process([Frame("a", 0, 1.0, 20, 20, jpeg(20, 20)), Frame("b", 0, 1.0, 64, 48, jpeg())])
+    assert isinstance(res[0], InvalidMessage) and res[0].reason.startswith("RuntimeError: torch.cat()")
+    assert FrameFaces.decode(res[1][0].value).status == "ok"
+
+
+def test_a_crop_bomb_is_refused_by_its_header_without_decoding():
+    from tests.unit.test_images import with_size
+
+    calls = []
+    process = embedder_process(lambda c: calls.append(len(c)) or np.eye(len(c), 4, dtype=np.float32), 150, "m1", "e")
+    bomb = FrameFaces("cam", 0, 1.0, 64, 48, (DetectedFace((0.0, 0.0, 1.0, 1.0), 0.9, (0.0,) * 10,
+                                                           with_size(crop_jpeg(0), 16000, 16000), 1.0, 1.0),))
+    empty = FrameFaces("cam", 1, 1.0, 64, 48, (DetectedFace((0.0, 0.0, 1.0, 1.0), 0.9, (0.0,) * 10, b"", 1.0, 1.0),))
+    res = process([bomb, empty, ff(2, 1)])
+    assert "16000x16000 where 150x150 is required" in res[0].reason
+    assert isinstance(res[1], InvalidMessage) and calls == [1]
