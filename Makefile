@@ -68,13 +68,11 @@ calibrate: models  ## LFW View 2 at FAR 1e-3: the matcher's threshold, into the 
 	@$(VENV)/bin/facestream eval --calibrate-far 1e-3 --write-threshold --record-calibration $(EVAL_ARGS)
 
 # Deeper training, for the side-by-side table: fold 0 only (trained on folds 1-9), minutes to tens of minutes.
+# The recipes are training/recipes/{scratch64,finetune}.toml; the flags say which data and where.
 out/train/scratch-fold0/ckpt.pt: | models
-	@$(VENV)/bin/facestream train --lfw-fold 0 --val-people 0.05 --val-every 400 --threads 1 --quiet \
-		--tag scratch64-rgb --out out/train/scratch-fold0
+	@$(VENV)/bin/facestream train --recipe scratch64 --lfw-fold 0 --out out/train/scratch-fold0 --quiet
 out/train/finetune-fold0/ckpt.pt: | models
-	@$(VENV)/bin/facestream train --lfw-fold 0 --tower faceapi --steps 600 --people-per-batch 16 --margin 0.8 \
-		--warmup-steps 50 --val-people 0.05 --val-pairs 3000 --val-every 100 --threads 1 --quiet \
-		--tag ft-rel1e-4 --out out/train/finetune-fold0
+	@$(VENV)/bin/facestream train --recipe finetune --lfw-fold 0 --out out/train/finetune-fold0 --quiet
 BENCH_ACCURACY_ARGS ?= --model models/faceapi_resnet128.pt --cv $(CV) --model out/train/finetune-fold0/ckpt.pt \
 	--model out/train/scratch-fold0/ckpt.pt
 

@@ -35,10 +35,15 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, help: str, *, ge: float | None = None, le: float | None = None,
-            choices: Sequence[Any] | None = None, flag: str | None = None, repeat: bool = False) -> Any:
-    """Declare one setting: its default, its documentation and its bounds, in one place."""
+            choices: Sequence[Any] | None = None, flag: str | None = None, repeat: bool = False,
+            env: bool | str = True) -> Any:
+    """Declare one setting: its default, its documentation and its bounds, in one place.
+
+    `env`: True reads FACESTREAM_<NAME>; a string reads that variable instead; False reads none, for a
+    name whose FACESTREAM_ variable already means something else (FACESTREAM_DATA is the data root, not
+    the folder one training run reads)."""
     meta = {"help": help, "ge": ge, "le": le, "choices": tuple(choices) if choices else None, "flag": flag,
-            "repeat": repeat}
+            "repeat": repeat, "env": env}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,10 +71,18 @@ class StageConfig(BaseConfig):
                                         ge=1, le=3600)
     max_invalid_ratio: float = setting(0.5, "stop when more than this share of the last 1000 messages was "
                                        "dead-lettered (a broken producer, not a bad message)", ge=0, le=1)
+    dead_letter_max_bytes: int = setting(1_000_000, "largest dead-letter record, bytes: a bigger payload is cut, "
+                                         "keeping its length and SHA-256 (must stay under the broker's "
+                                         "message.max.bytes and the producer's max_request_size)",
+                                         ge=10_000, le=100_000_000)
 
 
-def _env_name(name: str) -> str:
-    return "FACESTREAM_" + name.upper()
+def _env_name(name: str, meta: Mapping | None = None) -> str | None:
+    """The variable a setting reads, or None (declared with env=False)."""
+    env = True if meta is None else meta.get("env", True)
+    if env is False:
+        return None
+    return env if isinstance(env, str) else "FACESTREAM_" + name.upper()
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -85,6 +98,11 @@ def _base_type(tp: Any) -> tuple[type, bool]:
 
 def _convert(name: str, raw: Any, tp: type, source: str) -> Any:
     try:
+        # a recipe's values come typed (TOML, JSON): refuse what a cast would quietly bend
+        if isinstance(raw, (list, dict)):
+            raise ValueError(f"expected one {tp.__name__}, not a {type(raw).__name__}")
+        if tp is int and (isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError("expected a whole number")
         if tp is bool:
             if isinstance(raw, bool):
                 return raw
@@ -114,13 +132,14 @@ def _check(cls: type, name: str, val: Any, meta: Mapping, source: str) -> None:
 def build_parser(cls: type, prog: str, description: str = "") -> argparse.ArgumentParser:
     """An argparse parser with one flag per setting; defaults stay None so the environment can fill in."""
     p = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip(),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.HelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_ = f"{meta.get('help', '')} [env {_env_name(f.name)}; default {default!r}]"
+        envname = _env_name(f.name, meta)
+        help_ = f"{meta.get('help', '')} [{f'env {envname}; ' if envname else ''}default {default!r}]"
         if meta.get("repeat"):
             p.add_argument(flag, dest=f.name, action="append", default=None, help=help_)
         elif _base_type(hints[f.name])[0] is bool:
@@ -155,23 +174,30 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 def parse(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
           prog: str = "facestream", parser: argparse.ArgumentParser | None = None,
-          recipe: Mapping[str, Any] | None = None, recipe_source: str = "recipe") -> tuple[Any, argparse.Namespace]:
-    """Build `cls` from flags, then FACESTREAM_* variables, then `recipe` values, then defaults; return it
-    with the parsed namespace (for a command's positional arguments). Raise ConfigError when invalid."""
+          recipe: Mapping[str, Any] | None = None, recipe_source: str = "recipe", *,
+          recipes: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> tuple[Any, argparse.Namespace]:
+    """Build `cls` from flags, then FACESTREAM_* variables, then recipe values, then defaults; return it
+    with the parsed namespace (for a command's positional arguments). Raise ConfigError when invalid.
+
+    Recipes are layers of values: `recipes` as (source, values) pairs, the strongest first, then `recipe`
+    (named `recipe_source`). A key that is no setting of `cls` is refused, naming the layer it is in."""
     env = os.environ if env is None else env
     parser = parser or build_parser(cls, prog)
     ns = parser.parse_args(list(argv or []))
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(recipe or {}) - names)
-    if unknown:
-        raise ConfigError(f"{recipe_source}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    layers = [*recipes, *([(recipe_source, recipe)] if recipe else [])]
+    for layer_source, layer in layers:
+        unknown = sorted(set(layer) - names)
+        if unknown:
+            raise ConfigError(f"{layer_source}: unknown setting(s) {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(names))})")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         tp, optional = _base_type(hints[f.name])
-        raw, source = getattr(ns, f.name, None), "flag --" + f.name.replace("_", "-")
-        if raw is None:
-            envname = _env_name(f.name)
+        raw, source = getattr(ns, f.name, None), "flag " + (f.metadata.get("flag") or "--" + f.name.replace("_", "-"))
+        envname = _env_name(f.name, f.metadata)
+        if raw is None and envname is not None:
             if envname in env:
                 raw, source = env[envname], f"env {envname}"
             elif envname + "_FILE" in env:  # secrets by reference, e.g. a mounted Kubernetes Secret
@@ -180,8 +206,9 @@ def parse(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] |
                     raw, source = path.read_text().strip(), f"file {path}"
                 except OSError as e:
                     raise ConfigError(f"{f.name}: cannot read {envname}_FILE={path}: {e.strerror}") from None
-            elif recipe and f.name in recipe:
-                raw, source = recipe[f.name], recipe_source
+        if raw is None:
+            raw, source = next(((layer[f.name], layer_source) for layer_source, layer in layers
+                                if f.name in layer), (None, source))
         if raw is None:
             continue
         if f.metadata.get("repeat"):
@@ -204,9 +231,10 @@ def parse(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] |
 
 def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
          prog: str = "facestream", parser: argparse.ArgumentParser | None = None,
-         recipe: Mapping[str, Any] | None = None, recipe_source: str = "recipe") -> Any:
+         recipe: Mapping[str, Any] | None = None, recipe_source: str = "recipe", *,
+         recipes: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> Any:
     """`parse` without the namespace: the config alone."""
-    return parse(cls, argv, env, prog, parser, recipe, recipe_source)[0]
+    return parse(cls, argv, env, prog, parser, recipe, recipe_source, recipes=recipes)[0]
 
 
 def describe(cfg: Any) -> str:

@@ -1,4 +1,5 @@
-"""Training curves as a PNG: the loss, and how far apart same-person and different-person pairs sit."""
+"""The plots, as PNGs: training curves (the loss, and how far apart same-person and different-person
+pairs sit) and verification ROC curves (`facestream eval`, `make bench-accuracy`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,5 +49,26 @@ def plot_curves(history: dict[str, list[float]], path: str | Path, title: str, m
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """TAR against FAR (log scale) for one or more models."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (far, tar) in curves.items():
+        ax.step(np.maximum(far, 1e-5), tar, where="post", label=name)
+    ax.axvline(1e-3, color="grey", lw=0.8, ls=":")
+    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0.5, 1.001), xlabel="false accept rate",
+           ylabel="true accept rate", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

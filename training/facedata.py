@@ -3,12 +3,15 @@
 Three sources: identity folders of photos (detected and aligned like the pipeline does), identity folders
 of ready face crops (ORL: resized only), and LFW's people outside one View 2 fold (aligned, cached by
 `shared.vision.crop_cache`), so that the model can later be scored on that fold without seeing any of its people.
+`load_faces` picks the one a training config names; `split_people` holds some people out to monitor.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+import sys
 
 import cv2
 import numpy as np
@@ -18,6 +21,9 @@ from shared.vision.align import DLIB_150, AlignTemplate, align, scaled_template
 from shared.vision.crop_cache import align_images, align_people
 from shared.vision.images import load_rgb
 from training.pairs import scan_identity_folders
+
+if TYPE_CHECKING:
+    from training.train_config import TrainConfig
 
 Progress = Callable[[Iterable], Iterable] | None
 
@@ -97,3 +103,30 @@ def load_lfw_other_folds(fold: int, size: int, progress: Progress = None) -> tup
     crops = _crops_at(s, np.arange(len(s.paths)), root / "images", size)
     source = "lfw-all-people" if fold < 0 else f"lfw-people-outside-fold-{fold}"
     return FaceSet(crops, labels, names, source, list(s.paths)), people
+
+
+def load_faces(cfg: TrainConfig, size: int) -> tuple[FaceSet, list[str]]:
+    """The training faces at `size` px, and every person they come from (the checkpoint's trained_people)."""
+    from tqdm import tqdm
+
+    def bar(it):
+        return tqdm(it, desc="detect+align", unit="img", file=sys.stderr, disable=cfg.quiet)
+
+    if cfg.lfw_fold is not None:
+        return load_lfw_other_folds(cfg.lfw_fold, size, progress=bar)
+    faces = (load_crop_folders(cfg.data, size) if cfg.data_kind == "crops"
+             else load_photo_folders(cfg.data, size, progress=bar))
+    return faces, list(faces.names)
+
+
+def split_people(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): `share` of the people with two or more images held out, seeded."""
+    rows = np.arange(len(labels))
+    people, counts = np.unique(labels, return_counts=True)
+    multi = people[counts >= 2]
+    n_val = int(round(share * len(multi)))
+    if n_val < 2:
+        return rows, rows[:0]
+    held = np.random.default_rng(seed).choice(multi, n_val, replace=False)
+    mask = np.isin(labels, held)
+    return rows[~mask], rows[mask]

@@ -6,7 +6,7 @@ import pytest
 from shared.vision import checkpoint
 from training.train import main
 
-DRY_STEPS = 40  # train_setup.DRY_RUN's
+DRY_STEPS = 40  # training/recipes/dry_run.toml's
 
 
 @pytest.fixture(scope="module")

@@ -49,3 +49,48 @@ def test_secret_from_file_and_masked_in_logs(tmp_path):
     assert "hunter2" not in describe(cfg)
     with pytest.raises(ConfigError, match="cannot read"):
         load(DemoConfig, [], {"FACESTREAM_REDIS_URL_FILE": str(tmp_path / "missing")})
+
+
+@dataclass(frozen=True)
+class RecipeConfig:  # a plain frozen dataclass of settings: no Kafka or Redis, as training's
+    steps: int = setting(100, "steps", ge=0)
+    margin: float = setting(1.0, "margin", ge=0, le=2)
+    data: str | None = setting(None, "a folder", env=False)
+    cache: str = setting("c", "cache folder", env="OTHER_CACHE")
+
+
+def test_recipe_layers_under_flags_and_env_the_strongest_first():
+    layers = [("checkpoint c.pt", {"steps": 5}), ("recipe a.toml", {"steps": 7, "margin": 0.5})]
+    assert load(RecipeConfig, [], {}, recipes=layers) == RecipeConfig(steps=5, margin=0.5)
+    assert load(RecipeConfig, [], {"FACESTREAM_STEPS": "9"}, recipes=layers).steps == 9
+    assert load(RecipeConfig, ["--steps", "11"], {"FACESTREAM_STEPS": "9"}, recipes=layers).steps == 11
+    # the single-recipe form the services use is the weakest layer
+    assert load(RecipeConfig, [], {}, recipe={"steps": 3, "margin": 0.1}, recipes=layers[:1]).margin == 0.1
+
+
+def test_a_setting_reads_its_own_variable_or_none():
+    cfg = load(RecipeConfig, [], {"FACESTREAM_DATA": "/root", "FACESTREAM_CACHE": "no", "OTHER_CACHE": "yes"})
+    assert cfg.data is None and cfg.cache == "yes"
+
+
+def test_recipe_keys_and_values_are_checked_naming_the_layer(tmp_path):
+    with pytest.raises(ConfigError, match=r"^recipe b\.toml: unknown setting\(s\) stpes \(known: cache, data, "):
+        load(RecipeConfig, [], {}, recipes=[("recipe b.toml", {"stpes": 1})])
+    for bad, message in [({"steps": 2.5}, "whole number"), ({"steps": [1, 2]}, "not a list"),
+                         ({"steps": True}, "whole number"), ({"margin": 3}, r"margin = 3.0 \(from recipe r\): must be <= 2")]:
+        with pytest.raises(ConfigError, match=message):
+            load(RecipeConfig, [], {}, recipes=[("recipe r", bad)])
+    assert load(RecipeConfig, [], {}, recipes=[("recipe r", {"steps": 4.0, "margin": 1})]) == RecipeConfig(4, 1.0)
+
+
+def test_read_recipe_reads_toml_and_json_and_says_what_is_wrong(tmp_path):
+    from shared.config import read_recipe
+
+    (tmp_path / "a.toml").write_text("steps = 3  # a comment says why\nmargin = 0.5\n")
+    (tmp_path / "b.json").write_text('{"steps": 3, "margin": 0.5}')
+    assert read_recipe(tmp_path / "a.toml") == read_recipe(tmp_path / "b.json") == {"steps": 3, "margin": 0.5}
+    (tmp_path / "c.toml").write_text("steps = = 3\n")
+    with pytest.raises(ConfigError, match="does not parse"):
+        read_recipe(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="cannot read recipe"):
+        read_recipe(tmp_path / "missing.toml")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from shared.vision import crop_cache
-from training import evaluate, lfw, pair_metrics
+from training import eval_protocol, lfw, pair_metrics
 
 
 def _pair(fold, same, a, b):
@@ -80,7 +80,7 @@ def test_summarize_reports_mean_and_std_over_folds():
     scores = np.array([0.6, 0.3, 0.7, 0.6, 0.8, 0.5])
     same = np.array([1, 0, 1, 0, 1, 0], bool)
     folds = np.array([0, 0, 1, 1, 2, 2])
-    s = evaluate.summarize(scores, same, folds, None, far=0.5)
+    s = eval_protocol.summarize(scores, same, folds, None, far=0.5)
     assert s["accuracy_mean"] == pytest.approx(2 / 3)  # folds 0.5, 0.5, 1.0 (see the test above)
     assert s["accuracy_std"] == pytest.approx(np.sqrt(((1 / 6) ** 2 * 2 + (1 / 3) ** 2) / 3))  # ddof=0
     assert s["n_pairs_scored"] == 6 and s["tar_at_far"]["n_different_pairs"] == 3
@@ -90,14 +90,14 @@ def test_summarize_reports_mean_and_std_over_folds():
 
 
 def test_a_single_fold_set_says_its_threshold_is_optimistic():
-    s = evaluate.summarize(np.array([0.9, 0.5, 0.6, 0.1]), np.array([1, 1, 0, 0], bool), np.zeros(4, int),
+    s = eval_protocol.summarize(np.array([0.9, 0.5, 0.6, 0.1]), np.array([1, 1, 0, 0], bool), np.zeros(4, int),
                            None, far=0.5)
     assert s["accuracy_mean"] == 0.75 and s["accuracy_std"] == 0.0 and "optimistic" in s["threshold_from"]
 
 
 def test_pairs_of_trained_people_are_left_out_and_named():
     pairs = [_pair(0, True, "Ann", "Ann"), _pair(0, False, "Ann", "Bob"), _pair(1, False, "Cy", "Dee")]
-    keep, folds, note = evaluate.disjoint_filter(pairs, {"Bob", "Zed"}, None, is_view2=True)
+    keep, folds, note = eval_protocol.disjoint_filter(pairs, {"Bob", "Zed"}, None, is_view2=True)
     assert keep.tolist() == [True, False, True]
     assert folds is None and note["excluded_pairs"] == 1 and note["excluded_people"] == ["Bob"]
 
@@ -107,11 +107,11 @@ def test_a_model_held_out_on_one_fold_is_scored_on_that_fold_only():
     pairs stay to choose the threshold but are never scored."""
     pairs = [_pair(0, True, "Ann", "Ann"), _pair(0, False, "Ann", "Bob"), _pair(1, False, "Cy", "Dee"),
              _pair(2, True, "Eve", "Eve")]
-    keep, folds, note = evaluate.disjoint_filter(pairs, {"Ann", "Bob", "Eve"}, 1, is_view2=True)
+    keep, folds, note = eval_protocol.disjoint_filter(pairs, {"Ann", "Bob", "Eve"}, 1, is_view2=True)
     assert keep.tolist() == [True, True, True, True] and folds == [1]
     assert note["excluded_pairs"] == 0 and note["threshold_only_pairs"] == 3 and note["scored_folds"] == [1]
     # On any other pair set the fold means nothing: every pair of a trained person is dropped.
-    keep, folds, _ = evaluate.disjoint_filter(pairs, {"Ann", "Bob", "Eve"}, 1, is_view2=False)
+    keep, folds, _ = eval_protocol.disjoint_filter(pairs, {"Ann", "Bob", "Eve"}, 1, is_view2=False)
     assert keep.tolist() == [False, False, True, False] and folds is None
 
 
@@ -119,8 +119,8 @@ def test_pairs_without_a_face_score_as_different():
     emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
     index = {"a": 0, "b": 1, "c": 2}
     pairs = [lfw.Pair(0, True, "a", "b", "x", "x"), lfw.Pair(0, False, "a", "c", "x", "y")]
-    s = evaluate.pair_scores(emb, np.array([True, True, False]), index, pairs)
-    assert s[0] == pytest.approx(0.6) and s[1] == evaluate.NO_FACE_SCORE
+    s = eval_protocol.pair_scores(emb, np.array([True, True, False]), index, pairs)
+    assert s[0] == pytest.approx(0.6) and s[1] == eval_protocol.NO_FACE_SCORE
 
 
 def test_read_lfw_pairs_view2_and_view1(tmp_path):
@@ -163,3 +163,24 @@ def test_cache_saves_keep_what_another_process_added(tmp_path):
     assert got.paths == ["c", "a", "b"]
     disk = crop_cache._load_cache(d)
     assert disk.paths == ["c", "a", "b"] and disk.crops[0].max() == 2 and disk.crops[2].max() == 1
+
+
+def test_eval_and_bench_settings_keep_their_flags_and_refuse_what_cannot_work():
+    from shared.config import ConfigError
+    from training import bench_accuracy, evaluate
+
+    cfg = evaluate.config(["--model", "m.pt", "--cv", "out/f{k}/ckpt.pt", "--no-flip", "--calibrate-far", "1e-3",
+                           "--write-threshold", "--record-calibration", "--limit-folds", "2", "--format", "lfw"], {})
+    assert (str(cfg.model), cfg.flip, cfg.calibrate_far, cfg.limit_folds, cfg.format) == ("m.pt", False, 1e-3, 2, "lfw")
+    for argv, message in [(["--write-threshold"], "needs --calibrate-far"),
+                          (["--calibrate-far", "0.1", "--record-calibration"], "needs --write-threshold"),
+                          (["--cv", "p{k}", "--calibrate-far", "0.1", "--write-threshold"], "needs --model"),
+                          (["--format", "csv"], "must be one of tsv, lfw"), (["--far", "2"], "must be <= 1")]:
+        with pytest.raises(ConfigError, match=message):
+            evaluate.config(argv, {})
+    # FACESTREAM_MODEL is the default model's variable, read by the default itself: not a --model given
+    assert evaluate.config([], {"FACESTREAM_MODEL": "x.pt"}).model is None
+    b = bench_accuracy.config(["--model", "a.pt", "--model", "b.pt", "--cv", "p{k}", "--both-flips"],
+                              {"FACESTREAM_MODEL": "x.pt"})
+    assert [str(m) for m in b.model] == ["a.pt", "b.pt"] and b.cv == ["p{k}"] and b.both_flips
+    assert bench_accuracy.config([], {"FACESTREAM_MODEL": "x.pt"}).model == []

@@ -1,14 +1,11 @@
-"""`facestream train --head-only` (contrastive fine-tuning of the last layer), the cached-feature path of
-eval, and the cross-validation bookkeeping of `facestream eval --cv`."""
+"""`facestream train --head-only` (contrastive fine-tuning of the last layer): its refusals; and the
+cross-validation bookkeeping of `facestream eval --cv`."""
 
 import numpy as np
 import pytest
 
-from shared import paths
-from training import evaluate
+from training import eval_protocol
 from training.train import main
-
-BASE = paths.MODELS_DIR / "faceapi_resnet128.pt"
 
 
 def _fake_fold_report(k, lfw_fold, acc):
@@ -21,11 +18,13 @@ def _fake_fold_report(k, lfw_fold, acc):
             np.array([0.95, 0.93, 0.5, 0.2]) + k / 100, np.array([True, True, False, False]))
 
 
-def test_cli_refuses_head_only_with_the_scratch_tower_and_folds_out_of_range():
+def test_cli_refuses_head_only_with_the_scratch_tower_and_folds_out_of_range(capsys):
     with pytest.raises(SystemExit):
         main(["--head-only", "--tower", "scratch", "--lfw-fold", "0"])
+    assert "not with --tower scratch" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--lfw-fold", "10"])
+    assert "lfw_fold = 10 (from flag --lfw-fold): must be <= 9" in capsys.readouterr().err
 
 
 def test_cv_scores_each_fold_with_its_own_model(monkeypatch):
@@ -36,15 +35,15 @@ def test_cv_scores_each_fold_with_its_own_model(monkeypatch):
         seen.append(k)
         return _fake_fold_report(k, k, [1.0, 0.75][k])
 
-    monkeypatch.setattr(evaluate, "run_eval", fake)
+    monkeypatch.setattr(eval_protocol, "run_eval", fake)
     pairs = [type("P", (), {"fold": k})() for k in (0, 0, 1, 1)]
-    r, s, y = evaluate.run_cv("m{k}", pairs, None, "lfw-view2", "center", flip=None, far=0.5, quiet=True)
+    r, s, y = eval_protocol.run_cv("m{k}", pairs, None, "lfw-view2", "center", flip=None, far=0.5, quiet=True)
     assert seen == [0, 1] and r["accuracy_mean"] == pytest.approx(0.875) and r["accuracy_std"] == pytest.approx(0.125)
     assert len(s) == 8 and r["auc"] == 1.0 and [m["fold"] for m in r["models"]] == [0, 1]
 
 
 def test_cv_refuses_a_model_that_was_not_held_out_for_its_fold(monkeypatch):
-    monkeypatch.setattr(evaluate, "run_eval", lambda path, *a, **kw: _fake_fold_report(0, None, 1.0))
+    monkeypatch.setattr(eval_protocol, "run_eval", lambda path, *a, **kw: _fake_fold_report(0, None, 1.0))
     pairs = [type("P", (), {"fold": 0})()]
     with pytest.raises(SystemExit, match="not trained with --lfw-fold 0"):
-        evaluate.run_cv("m{k}", pairs, None, "lfw-view2", "center", flip=None, far=0.5, quiet=True)
+        eval_protocol.run_cv("m{k}", pairs, None, "lfw-view2", "center", flip=None, far=0.5, quiet=True)
