@@ -51,33 +51,47 @@ def annotate(rgb: np.ndarray, results: list[dict], out: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """0 done; 2 the image is unreadable, the model has no threshold, or Redis is unreachable (one line)."""
     cfg, args = config(argv)
     from services.matcher.gallery_store import GalleryStore
+    from services.redis_access import UNREACHABLE, unreachable
+
+    store = GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix)
+    try:
+        return recognize(cfg, args.image, store)
+    except UNREACHABLE as e:
+        print(f"facestream recognize: {unreachable(cfg.redis_url, e)}", file=sys.stderr)
+        return 2
+
+
+def recognize(cfg: RecognizeConfig, image: str, store) -> int:
     from services.matcher.index import GalleryIndex
-    from shared.vision.api import Recognizer
     from shared.vision.images import load_rgb
 
     try:
-        rgb = load_rgb(args.image)
+        rgb = load_rgb(image)
     except Exception as e:
-        print(f"facestream recognize: {args.image}: not a readable image ({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"facestream recognize: {image}: not a readable image ({type(e).__name__}: {e})", file=sys.stderr)
         return 2
+    store.ping()  # before the models load: a missing Redis costs a second, not the model's start-up
+    from shared.vision.api import Recognizer
+
     rec = Recognizer.load(cfg.model or None, device="cpu", min_face_size=cfg.min_face_size, threshold=cfg.threshold)
     if rec.threshold is None:
         print("facestream recognize: the model has no calibrated threshold; pass --threshold", file=sys.stderr)
         return 2
-    version, people, skipped = GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix).load(rec.model.model_version)
+    version, people, skipped = store.load(rec.model.model_version)
     index = GalleryIndex.build(people, version, rec.model.model_version)
     results = [{"name": m.name, "best_match": m.best_match, "score": round(m.score, 4),
                 "box": [round(v, 1) for v in m.box], "prob": round(m.prob, 4)} for m in rec.identify(rgb, index)]
     if cfg.annotate:
         annotate(rgb, results, cfg.annotate)
     if cfg.json:
-        print(json.dumps({"image": args.image, "model_version": rec.model.model_version, "threshold": rec.threshold,
+        print(json.dumps({"image": image, "model_version": rec.model.model_version, "threshold": rec.threshold,
                           "gallery_people": len(index), "faces": results}))
     else:
         if not results:
-            print(f"{args.image}: no face found")
+            print(f"{image}: no face found")
         for r in results:
             x1, y1, x2, y2 = r["box"]
             print(f"{r['name'] or 'unknown':<28} score {r['score']:.3f}  box ({x1:.0f},{y1:.0f})-({x2:.0f},{y2:.0f})")

@@ -7,7 +7,8 @@ committing, so the input is read again, by this process once restarted or by ano
 dependency is back. Going on past one of these would drop inputs that are perfectly good.
 
     broker      kafka.errors.KafkaError (the producer could not deliver, the coordinator is gone)
-    Redis       redis.exceptions.ConnectionError and TimeoutError
+    Redis       redis.exceptions.ConnectionError and TimeoutError, where a stage's processing needs Redis
+                (the matcher does not: it matches from its in-memory index and resyncs on its own thread)
     GPU memory  torch.cuda.OutOfMemoryError (checked only if torch is already loaded: the matcher never
                 imports torch and must not start to for this)
 

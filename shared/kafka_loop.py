@@ -27,9 +27,10 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
-from shared import faults, metrics, topics
-from shared.schemas import DEAD_LETTER_MAX_BYTES, SchemaError, dead_letter
-from shared.stage import InvalidMessage, Output, Stage, run_batch
+from shared import metrics, topics
+from shared.membership import Membership, partitions_owned_by_others, wait_for_topic
+from shared.schemas import DEAD_LETTER_MAX_BYTES, dead_letter
+from shared.stage import InvalidMessage, Output, Stage, handle
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class _Assignment(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned):
         log.info("%s: partitions assigned: %s", self.stage, sorted(tp.partition for tp in assigned))
         metrics.ASSIGNED_PARTITIONS.labels(self.stage).set(len(assigned))
-        self.health.ready = True
+        # Ready with partitions only; a member given none is ready only if the group truly has none to give,
+        # which Membership.check asks the broker (an empty first assignment is kafka-python's bug's first step).
+        self.health.ready = bool(assigned)
 
 
 class _InvalidRatio:
@@ -131,11 +134,15 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
               dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> int:
     """Run until `stop` is set (or `max_batches` batches, for tests); return the number of inputs handled."""
     stop = StopFlag() if stop is None else stop  # (not `or`: an unset flag is falsy)
-    consumer.subscribe([stage.input_topic], listener=_Assignment(stage.name, health))
+    listener = _Assignment(stage.name, health)
+    consumer.subscribe([stage.input_topic], listener=listener)
+    n_partitions = wait_for_topic(consumer, stage.input_topic, lambda: bool(stop), health.beat)
+    membership = _membership(consumer, stage, health, listener, n_partitions)
     invalid = _InvalidRatio(max_invalid_ratio)
     handled, batches, last_lag = 0, 0, 0.0
     while not stop and (max_batches is None or batches < max_batches):
         records = poll_batch(consumer, max_batch_size, max_batch_wait_ms)
+        membership.check()  # raises MembershipLost when rejoining did not help: the process exits non-zero
         health.beat()
         if not records:
             if stage.idle is not None:
@@ -144,33 +151,19 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
         batches += 1
         metrics.MESSAGES_IN.labels(stage.name, stage.input_topic).inc(len(records))
 
-        # decode: undecodable messages go to the dead-letter topic, the rest to the stage
-        items, item_records, outputs = [], [], []
-        for rec in records:
-            try:
-                items.append(stage.decode(rec.value))
-                item_records.append(rec)
-            except SchemaError as e:
-                outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"schema: {e}"))
+        # decode + process (shared.stage.handle, pure): one result per record; bad ones are dead-lettered
+        t0 = time.perf_counter()
+        results = handle(stage, [rec.value for rec in records])
+        metrics.PROCESS_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
+        metrics.BATCH_SIZE.labels(stage.name).observe(len(records))
+        outputs: list[Output] = []
+        for rec, res in zip(records, results):
+            if isinstance(res, InvalidMessage):
+                outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"{res.kind}: {res.reason}"))
                 invalid.add(True)
-            except Exception as e:  # a decoder's bug on odd bytes is still the input's fault (shared.faults)
-                if faults.is_dependency_fault(e):
-                    raise
-                outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"schema: {faults.describe(e)}"))
-                invalid.add(True)
-
-        if items:
-            t0 = time.perf_counter()
-            results = run_batch(stage, items)
-            metrics.PROCESS_SECONDS.labels(stage.name).observe(time.perf_counter() - t0)
-            metrics.BATCH_SIZE.labels(stage.name).observe(len(items))
-            for rec, res in zip(item_records, results):
-                if isinstance(res, InvalidMessage):
-                    outputs.append(_dlq(stage.name, dead_letter_max_bytes, rec, f"invalid: {res.reason}"))
-                    invalid.add(True)
-                else:
-                    outputs.extend(res)
-                    invalid.add(False)
+            else:
+                outputs.extend(res)
+                invalid.add(False)
 
         _produce(producer, stage.name, outputs)  # every output acknowledged...
         _commit(consumer, records, stage.name)  # ...before the inputs are committed
@@ -180,6 +173,20 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
             last_lag = time.monotonic()
     # graceful stop: the last batch was committed above; leave the group so partitions move at once
     return handled
+
+
+def _membership(consumer: KafkaConsumer, stage: Stage, health: metrics.Health, listener: _Assignment,
+                n_partitions: int) -> Membership:
+    group = consumer.config["group_id"]
+    bootstrap = consumer.config["bootstrap_servers"]
+
+    def rejoin() -> None:
+        consumer.unsubscribe()
+        consumer.subscribe([stage.input_topic], listener=listener)
+
+    return Membership(consumer, stage.name, stage.input_topic, group, health, rejoin,
+                      owned_elsewhere=lambda: partitions_owned_by_others(bootstrap, group, stage.input_topic,
+                                                                         n_partitions))
 
 
 def _produce(producer: KafkaProducer, stage: str, outputs: list[Output]) -> None:

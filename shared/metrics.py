@@ -37,6 +37,8 @@ COMMITS = Counter("facestream_commits_total", "Offset commits after acknowledged
 CONSUMER_LAG = Gauge("facestream_consumer_lag", "Messages behind the end of each assigned partition",
                      ["stage", "topic", "partition"])
 ASSIGNED_PARTITIONS = Gauge("facestream_assigned_partitions", "Partitions this process holds", ["stage"])
+CONSUMER_REJOINS = Counter("facestream_consumer_rejoins_total",
+                           "Group rejoins forced by the membership watchdog (shared/membership.py)", ["stage"])
 LOOP_HEARTBEAT = Gauge("facestream_loop_heartbeat_timestamp_seconds", "When the processing loop last turned",
                        ["stage"])
 UP = Gauge("facestream_up", "1 while the process is serving", ["stage"])
@@ -72,6 +74,11 @@ ACTIVE_TRACKS = Gauge("facestream_active_tracks", "Tracks held in memory")
 GALLERY_IDENTITIES = Gauge("facestream_gallery_identities", "People in the loaded gallery")
 GALLERY_EMBEDDINGS = Gauge("facestream_gallery_embeddings", "Embeddings in the loaded gallery")
 GALLERY_RELOADS = Counter("facestream_gallery_reloads_total", "Gallery index rebuilds from Redis")
+GALLERY_SYNCED = Gauge("facestream_gallery_synced_timestamp_seconds",
+                       "When the matcher last found its in-memory gallery in step with Redis")
+DEPENDENCY_UP = Gauge("facestream_dependency_up",
+                      "1 while the process reaches the dependency, 0 while it serves without it and retries",
+                      ["dependency"])
 
 
 class Health:

@@ -39,16 +39,25 @@ def start_metrics(stage: str, cfg: MetricsSettings) -> metrics.Health:
     return health
 
 
-def run_consumer_service(stage_name: str, cfg: StageConfig, build: Callable[[], Stage]) -> int:
-    """Run a consuming stage until SIGTERM/SIGINT; return the process exit status."""
+def run_consumer_service(stage_name: str, cfg: StageConfig,
+                         build: Callable[[metrics.Health, kafka_loop.StopFlag], Stage | None]) -> int:
+    """Run a consuming stage until SIGTERM/SIGINT; return the process exit status.
+
+    `build(health, stop)` loads models, connects to Redis: before joining the group, so that no partition
+    waits on it. It may wait for a dependency for long (beating `health`, so liveness holds while /readyz
+    says not ready) and return None when `stop` was set meanwhile: SIGTERM during start-up is a clean exit."""
     setup_logging(cfg.log_level)
     log.info("%s: starting with %s", stage_name, describe(cfg))
     health = start_metrics(stage_name, cfg)
-    stage = build()  # loads models, connects to Redis: before joining the group, so no partition waits on it
+    stop = kafka_loop.StopFlag().install()
+    stage = build(health, stop)
+    if stage is None:
+        log.info("%s: stopped before it was ready", stage_name)
+        metrics.UP.labels(stage_name).set(0)
+        return 0
     consumer = kafka_loop.make_consumer(cfg.kafka_bootstrap, cfg.group_id or f"facestream-{stage_name}",
                                         client_id(stage_name), max_poll_records=cfg.max_batch_size)
     producer = kafka_loop.make_producer(cfg.kafka_bootstrap, client_id(stage_name))
-    stop = kafka_loop.StopFlag().install()
     try:
         n = kafka_loop.run_stage(stage, consumer, producer, max_batch_size=cfg.max_batch_size,
                                  max_batch_wait_ms=cfg.max_batch_wait_ms, health=health, stop=stop,

@@ -36,9 +36,9 @@ class InvalidMessage(Exception):
     vectors): it goes to the dead-letter topic with `reason`. `index` names the input of the batch when
     the exception is raised rather than returned."""
 
-    def __init__(self, reason: str, index: int | None = None):
+    def __init__(self, reason: str, index: int | None = None, kind: str = "invalid"):
         super().__init__(reason)
-        self.reason, self.index = reason, index
+        self.reason, self.index, self.kind = reason, index, kind  # kind: "schema" (did not decode) or "invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,4 +111,28 @@ def run_batch(stage: Stage, items: list) -> list[Result]:
                                    "or an InvalidMessage")
             results[i] = r
         break
+    return results  # type: ignore[return-value]
+
+
+def handle(stage: Stage, values: Sequence[bytes]) -> list[Result]:
+    """What the loop does with a batch of raw messages, without Kafka: decode each (a message that does
+    not decode gets an InvalidMessage of kind "schema"), then `run_batch` the rest. One result per
+    message, in order; only a dependency fault raises."""
+    from shared.schemas import SchemaError
+
+    results: list[Result | None] = [None] * len(values)
+    items, rows = [], []
+    for i, raw in enumerate(values):
+        try:
+            items.append(stage.decode(raw))
+            rows.append(i)
+        except SchemaError as e:
+            results[i] = InvalidMessage(str(e), kind="schema")
+        except Exception as e:  # a decoder's bug on odd bytes is still the input's fault
+            if faults.is_dependency_fault(e):
+                raise
+            results[i] = InvalidMessage(faults.describe(e), kind="schema")
+    if items:
+        for i, r in zip(rows, run_batch(stage, items)):
+            results[i] = r
     return results  # type: ignore[return-value]

@@ -86,3 +86,17 @@ def consume_all(bootstrap: str, topic: str, *, group_id: str | None = None, expe
     finally:
         c.close()
     return out
+
+
+def _fuzz_profile() -> None:
+    """Hypothesis: bounded and derandomized in CI (the same examples every run, so a failure reproduces);
+    FACESTREAM_FUZZ_EXAMPLES=5000 hunts longer with fresh random examples."""
+    from hypothesis import settings
+
+    n = int(os.environ.get("FACESTREAM_FUZZ_EXAMPLES", "0"))
+    settings.register_profile("facestream", max_examples=n or 150, derandomize=not n, deadline=None,
+                              print_blob=True)
+    settings.load_profile("facestream")
+
+
+_fuzz_profile()

@@ -62,4 +62,4 @@ def build(cfg: DetectorConfig) -> Stage:
 
 def main(argv: list[str]) -> int:
     cfg = load(DetectorConfig, argv, prog="facestream detector")
-    return run_consumer_service("detector", cfg, lambda: build(cfg))
+    return run_consumer_service("detector", cfg, lambda health, stop: build(cfg))

@@ -47,4 +47,4 @@ def build(cfg: EmbedderConfig) -> Stage:
 
 def main(argv: list[str]) -> int:
     cfg = load(EmbedderConfig, argv, prog="facestream embedder")
-    return run_consumer_service("embedder", cfg, lambda: build(cfg))
+    return run_consumer_service("embedder", cfg, lambda health, stop: build(cfg))

@@ -6,21 +6,29 @@ Layout under a prefix (default `facestream:gallery`):
     {p}:emb:{name}         HASH: embedding id (hash of the source photo and face) -> float32 bytes
     {p}:version            INT, incremented by every change
     {p}:changed            pub/sub channel: the new version, published after every change
-Writes are MULTI/EXEC transactions, so a reader never sees half an enrollment. Matchers rebuild their
-in-memory index when notified, and also compare the version every `check_interval_s` in case a
-notification was missed (pub/sub delivers at most once).
+Writes are MULTI/EXEC transactions that also bump the version and publish it, so a reader never sees
+half an enrollment and a writer that loses Redis has either written and notified or done neither.
+Matchers rebuild their in-memory index when notified, and also compare the version every
+`check_interval_s` in case a notification was missed (pub/sub delivers at most once); see
+services/matcher/live_index.py for what they do while Redis is away. Names are checked by
+services/gallery/names.py.
 """
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import redis
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
+
+from services.gallery.names import check_name
 
 DEFAULT_PREFIX = "facestream:gallery"
+# INCR the version and PUBLISH it inside the writer's transaction (scripts may run in MULTI/EXEC)
+_BUMP = "local v = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], v) return v"
 
 
 @dataclass(frozen=True)
@@ -36,8 +44,33 @@ class GalleryStore:
         self.r, self.p = client, prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> "GalleryStore":
-        return cls(redis.Redis.from_url(url, socket_timeout=10, health_check_interval=30), prefix)
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, timeout_s: float = 10.0,
+                 retries: int = 1) -> "GalleryStore":
+        """`retries`: redis-py's own retries of a failed command. Its default (10, with backoff) spends
+        seconds on every command against a server that is gone; the commands fail fast instead and the
+        matcher retries on its own schedule."""
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries)
+        return cls(redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 5.0),
+                                        health_check_interval=30, retry=retry), prefix)
+
+    def ping(self) -> None:
+        """Raise redis' ConnectionError or TimeoutError unless the server answers."""
+        self.r.ping()
+
+    def subscribe(self) -> redis.client.PubSub:
+        """A subscription to the change channel on a connection of its own that never reconnects by
+        itself: a dropped connection raises, so the subscriber learns that it may have missed changes
+        (and a restarted Redis may hold another gallery under the same version number)."""
+        pool = self.r.connection_pool
+        once = redis.ConnectionPool(connection_class=pool.connection_class,
+                                    **{**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)})
+        pubsub = redis.Redis(connection_pool=once).pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.channel)
+        except BaseException:
+            pubsub.close()
+            raise
+        return pubsub
 
     @property
     def channel(self) -> str:
@@ -48,9 +81,9 @@ class GalleryStore:
 
     def add(self, name: str, embeddings: dict[str, np.ndarray], model_version: str, sources: list[str],
             replace: bool = False) -> int:
-        """Store a person's embeddings (id -> unit vector) in one transaction; returns the new gallery version."""
-        if not name or any(c in name for c in "\n\r\t") or len(name) > 200:
-            raise ValueError(f"invalid name {name!r}")
+        """Store a person's embeddings (id -> unit vector) in one transaction; returns the new gallery version.
+        Raises InvalidName (a ValueError) for a name that breaks the rule of services/gallery/names.py."""
+        name = check_name(name)
         existing = self.person_meta(name)
         if existing and existing.get("model_version") != model_version and not replace:
             raise ValueError(f"{name} is enrolled with model {existing.get('model_version')}, not {model_version}: "
@@ -65,9 +98,8 @@ class GalleryStore:
             pipe.hset(f"{self.p}:person:{name}", mapping={"meta": json.dumps(meta)})
             pipe.hset(f"{self.p}:emb:{name}",
                       mapping={k: np.asarray(v, "<f4").tobytes() for k, v in embeddings.items()})
-            pipe.incr(f"{self.p}:version")
+            pipe.eval(_BUMP, 1, f"{self.p}:version", self.channel)
             version = pipe.execute()[-1]
-        self.r.publish(self.channel, version)
         return int(version)
 
     def remove(self, name: str) -> bool:
@@ -75,9 +107,8 @@ class GalleryStore:
         with self.r.pipeline(transaction=True) as pipe:
             pipe.srem(f"{self.p}:people", name)
             pipe.delete(f"{self.p}:person:{name}", f"{self.p}:emb:{name}")
-            pipe.incr(f"{self.p}:version")
-            removed, _, version = pipe.execute()
-        self.r.publish(self.channel, version)
+            pipe.eval(_BUMP, 1, f"{self.p}:version", self.channel)
+            removed, _, _ = pipe.execute()
         return bool(removed)
 
     def person_meta(self, name: str) -> dict | None:
@@ -124,16 +155,3 @@ class GalleryStore:
                 people[n] = np.stack([np.frombuffer(v, "<f4") for _, v in sorted(embs.items())])
         return int(version or 0), people, skipped
 
-
-class ChangeWatcher:
-    """Sets `changed` when the gallery changes: a pub/sub subscription on a daemon thread."""
-
-    def __init__(self, store: GalleryStore):
-        self.changed = threading.Event()
-        self._pubsub = store.r.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(**{store.channel: lambda _msg: self.changed.set()})
-        self._thread = self._pubsub.run_in_thread(sleep_time=0.5, daemon=True)
-
-    def close(self) -> None:
-        self._thread.stop()
-        self._pubsub.close()

@@ -1,20 +1,25 @@
-"""`facestream matcher`: match embeddings against the Redis gallery and publish identity events."""
+"""`facestream matcher`: match embeddings against the Redis gallery and publish identity events.
+
+Redis may come and go (services/matcher/live_index.py): the matcher identifies from its gallery in memory
+while Redis is away, reports it in `facestream_dependency_up{dependency="redis"}`, and reconnects and reloads
+when it returns. It stays ready meanwhile, since it still serves. A matcher started while Redis is away waits
+for its first gallery before it joins the consumer group: /healthz 200 (the wait beats), /readyz 503.
+"""
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.matcher.gallery_store import DEFAULT_PREFIX, ChangeWatcher, GalleryStore
-from services.matcher.index import GalleryIndex
+from services.matcher.gallery_store import DEFAULT_PREFIX, GalleryStore
+from services.matcher.live_index import Backoff, LiveIndex
 from services.matcher.tracks import TrackPolicy
-from shared import metrics, topics
+from services.redis_access import mask_url
+from shared import kafka_loop, metrics, topics
 from shared.config import ConfigError, StageConfig, load, setting
-from shared.stage import Stage
 from shared.schemas import FrameEmbeddings
 from shared.service import run_consumer_service
+from shared.stage import Stage
 
 log = logging.getLogger("facestream")
 
@@ -31,6 +36,8 @@ class MatcherConfig(StageConfig):
     gallery_prefix: str = setting(DEFAULT_PREFIX, "Redis key prefix of the gallery")
     gallery_check_interval_s: float = setting(30.0, "also compare the gallery version this often, in case a "
                                               "change notification was missed", ge=1, le=3600)
+    redis_retry_max_s: float = setting(30.0, "longest wait between two attempts to reach Redis while it is away "
+                                       "(exponential backoff with jitter from 0.5 s)", ge=1, le=600)
     track_max_gap_s: float = setting(2.0, "a track unseen for this long (capture time) ends", ge=0.1, le=60)
     track_min_similarity: float | None = setting(None, "cosine between a face and a track's mean embedding for "
                                                  "the face to continue the track (default: threshold - 0.05)",
@@ -41,41 +48,20 @@ class MatcherConfig(StageConfig):
     max_batch_size: int = setting(64, "frames (messages) per batch", ge=1, le=4096)
 
 
-class LiveIndex:
-    """The in-memory index, rebuilt from Redis when the gallery changes (notification) or, as a safety
-    net, when a periodic version check finds it stale."""
 
-    def __init__(self, store: GalleryStore, model_version: str, check_interval_s: float):
-        self.store, self.model_version, self.check_interval_s = store, model_version, check_interval_s
-        self.watcher = ChangeWatcher(store)
-        self._lock = threading.Lock()
-        self._index = self._build()
-        self._checked = time.monotonic()
-
-    def _build(self) -> GalleryIndex:
-        version, people, skipped = self.store.load(self.model_version)
-        if skipped:
-            log.warning("matcher: ignoring %d people enrolled with another model (re-enroll them): %s",
-                        len(skipped), ", ".join(skipped[:10]))
-        index = GalleryIndex.build(people, version, self.model_version)
-        metrics.GALLERY_IDENTITIES.set(len(index))
-        metrics.GALLERY_EMBEDDINGS.set(index.size)
-        metrics.GALLERY_RELOADS.inc()
-        log.info("matcher: gallery v%d loaded: %d people, %d embeddings", version, len(index), index.size)
-        return index
-
-    def __call__(self) -> GalleryIndex:
-        due = time.monotonic() - self._checked > self.check_interval_s
-        if self.watcher.changed.is_set() or due:
-            with self._lock:
-                self.watcher.changed.clear()
-                self._checked = time.monotonic()
-                if self.store.version() != self._index.version:
-                    self._index = self._build()
-        return self._index
+def wait_for_gallery(index: LiveIndex, health: metrics.Health, stop: kafka_loop.StopFlag) -> bool:
+    """Block until the first gallery load, False if stopped first. A matcher with no gallery would call every
+    face unknown, so it joins no group before; the wait beats the health, since waiting for Redis is not
+    being wedged (liveness holds, readiness stays 503)."""
+    while not index.loaded.wait(0.5):
+        health.beat()
+        if stop:
+            return False
+    return True
 
 
-def build(cfg: MatcherConfig) -> Stage:
+def build(cfg: MatcherConfig, health: metrics.Health, stop: kafka_loop.StopFlag) -> Stage | None:
+    """The matcher stage, once its gallery is loaded; None when stopped while waiting for it."""
     from services.matcher.stage import Matcher
     from shared.vision import meta  # not torch: the matcher needs only the version and the threshold
 
@@ -91,7 +77,11 @@ def build(cfg: MatcherConfig) -> Stage:
         threshold = float(ckpt["threshold"]["cosine"])
     log.info("matcher: model %s, cosine threshold %.4f", ckpt["model_version"], threshold)
     index = LiveIndex(GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix), ckpt["model_version"],
-                      cfg.gallery_check_interval_s)
+                      cfg.gallery_check_interval_s, mask_url(cfg.redis_url),
+                      Backoff(max_s=cfg.redis_retry_max_s)).start()
+    if not wait_for_gallery(index, health, stop):
+        index.close()
+        return None
     continuity = cfg.track_min_similarity if cfg.track_min_similarity is not None else threshold - 0.05
     policy = TrackPolicy(max_gap_s=cfg.track_max_gap_s, min_continuity=continuity, min_votes=cfg.min_votes,
                          vote_ratio=cfg.vote_ratio, unknown_min_faces=cfg.unknown_min_faces)
@@ -101,4 +91,4 @@ def build(cfg: MatcherConfig) -> Stage:
 
 def main(argv: list[str]) -> int:
     cfg = load(MatcherConfig, argv, prog="facestream matcher")
-    return run_consumer_service("matcher", cfg, lambda: build(cfg))
+    return run_consumer_service("matcher", cfg, lambda health, stop: build(cfg, health, stop))
