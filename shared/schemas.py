@@ -2,8 +2,14 @@
 
 frames, faces and embeddings travel as msgpack maps with binary payloads as bytes (JPEG for images,
 little-endian float32 for vectors). identity-events travel as JSON because other programs subscribe to
-them; their language-neutral schema is `shared/schemas/identity-event.v1.json`.
+them; their language-neutral schema is `shared/identity-event.v1.schema.json`.
 Each map carries `v` (schema version); a decoder accepts the versions it knows and rejects the rest.
+
+Versions. frames/v2, faces/v2 and embeddings/v2 add `session` to their v1 fields: the id ingest chose when it
+started the camera (a ULID, 26 characters; any printable string of at most 64 characters is valid, "" meaning
+none). `seq` counts from 0 per (camera, session) without gaps, so `(camera_id, session, seq)` names one frame
+for good, across ingest restarts, and faces and embeddings carry the session of their frame. Encoders write
+v2; decoders read v1 too, as session "" (a v1 producer restarted counts seq from 0 again under the same key).
 """
 from __future__ import annotations
 
@@ -55,34 +61,49 @@ def _floats(obj: dict, key: str, n: int, kind: str) -> tuple[float, ...]:
     return tuple(float(x) for x in val)
 
 
-# --- frames/v1 -------------------------------------------------------------------------------------
+MAX_SESSION_CHARS = 64
+
+
+def _session(obj: dict, kind: str) -> str:
+    """The `session` of a v2 map ("" for v1): a printable string of at most MAX_SESSION_CHARS characters."""
+    if obj["v"] == 1:
+        return ""
+    val = _get(obj, "session", str, kind)
+    if len(val) > MAX_SESSION_CHARS or not val.isprintable():
+        raise SchemaError(f"{kind}: field 'session' must be printable and at most {MAX_SESSION_CHARS} characters")
+    return val
+
+
+# --- frames/v2 (reads v1) --------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One camera frame as ingest captured it."""
+    """One camera frame as ingest captured it; (camera_id, session, seq) names it."""
     camera_id: str
-    seq: int  # per camera, from 0, no gaps: lets every frame be accounted for downstream
+    seq: int  # per (camera, session), from 0, no gaps: lets every frame be accounted for downstream
     capture_ts: float  # wall-clock seconds since the epoch when the frame was read
     width: int
     height: int
     jpeg: bytes
-    VERSION = 1
+    session: str = ""  # chosen when ingest started the camera; "" from a frames/v1 producer
+    VERSION = 2
 
     def encode(self) -> bytes:
-        return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
-                              "width": self.width, "height": self.height, "jpeg": self.jpeg})
+        return msgpack.packb({"v": 2, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
+                              "capture_ts": self.capture_ts, "width": self.width, "height": self.height,
+                              "jpeg": self.jpeg})
 
     @classmethod
     def decode(cls, raw: bytes) -> "Frame":
-        o = _unpack(raw, "frames", (1,))
+        o = _unpack(raw, "frames", (1, 2))
         f = cls(_get(o, "camera_id", str, "frames"), _get(o, "seq", int, "frames"),
                 _get(o, "capture_ts", float, "frames"), _get(o, "width", int, "frames"),
-                _get(o, "height", int, "frames"), _get(o, "jpeg", bytes, "frames"))
+                _get(o, "height", int, "frames"), _get(o, "jpeg", bytes, "frames"), _session(o, "frames"))
         if not f.camera_id or f.seq < 0 or f.width <= 0 or f.height <= 0 or not f.jpeg.startswith(b"\xff\xd8"):
             raise SchemaError("frames: empty camera_id, negative seq, bad size, or payload is not a JPEG")
         return f
 
 
-# --- faces/v1 --------------------------------------------------------------------------------------
+# --- faces/v2 (reads v1) ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class DetectedFace:
     """One face the detector kept: where it is, how sure, and its aligned crop."""
@@ -118,28 +139,30 @@ class FrameFaces:
     # "ok", or "stale": the detector dropped the frame unread because it was older than its max age.
     # Stale frames are still published (without faces) so that every frame is accounted for downstream.
     status: str = "ok"
-    VERSION = 1
+    session: str = ""  # the frame's session, passed through
+    VERSION = 2
     STATUSES = ("ok", "stale", "skipped")  # skipped: a newer frame of the camera was detected instead
 
     def encode(self) -> bytes:
-        return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
-                              "width": self.width, "height": self.height, "detect_ts": self.detect_ts,
-                              "status": self.status, "faces": [f.to_map() for f in self.faces]})
+        return msgpack.packb({"v": 2, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
+                              "capture_ts": self.capture_ts, "width": self.width, "height": self.height,
+                              "detect_ts": self.detect_ts, "status": self.status,
+                              "faces": [f.to_map() for f in self.faces]})
 
     @classmethod
     def decode(cls, raw: bytes) -> "FrameFaces":
         k = "faces"
-        o = _unpack(raw, k, (1,))
+        o = _unpack(raw, k, (1, 2))
         faces = tuple(DetectedFace.from_map(f, k) for f in _get(o, "faces", list, k))
         status = _get(o, "status", str, k)
         if status not in cls.STATUSES:
             raise SchemaError(f"{k}: unknown status {status!r}")
         return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
                    _get(o, "width", int, k), _get(o, "height", int, k), faces, _get(o, "detect_ts", float, k),
-                   status)
+                   status, _session(o, k))
 
 
-# --- embeddings/v1 ---------------------------------------------------------------------------------
+# --- embeddings/v2 (reads v1) ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class EmbeddedFace:
     bbox: tuple[float, float, float, float]
@@ -156,19 +179,20 @@ class FrameEmbeddings:
     height: int
     model_version: str
     faces: tuple[EmbeddedFace, ...]
-    VERSION = 1
+    session: str = ""  # the frame's session, passed through
+    VERSION = 2
 
     def encode(self) -> bytes:
         faces = [{"bbox": list(f.bbox), "prob": f.prob,
                   "embedding": np.asarray(f.embedding, dtype="<f4").tobytes()} for f in self.faces]
-        return msgpack.packb({"v": 1, "camera_id": self.camera_id, "seq": self.seq, "capture_ts": self.capture_ts,
-                              "width": self.width, "height": self.height, "model_version": self.model_version,
-                              "faces": faces})
+        return msgpack.packb({"v": 2, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
+                              "capture_ts": self.capture_ts, "width": self.width, "height": self.height,
+                              "model_version": self.model_version, "faces": faces})
 
     @classmethod
     def decode(cls, raw: bytes) -> "FrameEmbeddings":
         k = "embeddings"
-        o = _unpack(raw, k, (1,))
+        o = _unpack(raw, k, (1, 2))
         faces = []
         for f in _get(o, "faces", list, k):
             if not isinstance(f, dict):
@@ -182,7 +206,7 @@ class FrameEmbeddings:
             faces.append(EmbeddedFace(_floats(f, "bbox", 4, k), _get(f, "prob", float, k), vec))
         return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
                    _get(o, "width", int, k), _get(o, "height", int, k), _get(o, "model_version", str, k),
-                   tuple(faces))
+                   tuple(faces), _session(o, k))
 
 
 # --- identity-events/v1 (JSON) ---------------------------------------------------------------------

@@ -82,7 +82,7 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
                                  encode_crop(face.crop, crop_quality), float(face.face_size), float(face.blur)))
     metrics.FACES_PER_FRAME.labels(STAGE).observe(len(kept))
     return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, tuple(kept),
-                      detect_ts=time.time())
+                      detect_ts=time.time(), session=frame.session)
 
 
 def newest_first_by_camera(frames: list[Frame], rows: list[int]) -> dict[str, list[int]]:
@@ -103,7 +103,7 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
 
     def marked(frame: Frame, status: str) -> FrameFaces:
         return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, (),
-                          detect_ts=clock(), status=status)
+                          detect_ts=clock(), status=status, session=frame.session)
 
     def process(frames: list[Frame]) -> list[Result]:
         now = clock()

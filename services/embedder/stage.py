@@ -72,7 +72,8 @@ def make_process(embed: Callable[[np.ndarray], np.ndarray], input_size: int, mod
             for face in f.faces:
                 faces.append(EmbeddedFace(face.bbox, face.prob, vectors[i]))
                 i += 1
-            result = FrameEmbeddings(f.camera_id, f.seq, f.capture_ts, f.width, f.height, model_version, tuple(faces))
+            result = FrameEmbeddings(f.camera_id, f.seq, f.capture_ts, f.width, f.height, model_version, tuple(faces),
+                                     session=f.session)
             out.append([Output(embeddings_topic, f.camera_id.encode(), result.encode())])
         return out
 

@@ -1,7 +1,8 @@
 """The decisions ingest makes about a camera's frames, as small pure functions and classes: no I/O.
 
 `Backoff` spaces reconnect attempts, `Pacer` plays a file at its own speed, `FpsGate` caps the published
-frame rate, and `encode_to_fit` makes a JPEG that fits under the broker's message limit.
+frame rate, `encode_to_fit` makes a JPEG that fits under the broker's message limit, and `session_id` names
+one run of a camera.
 """
 from __future__ import annotations
 
@@ -10,6 +11,23 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def session_id(unix_ms: int, rand80: int) -> str:
+    """A ULID (26 characters of Crockford base32): 48 bits of milliseconds since the epoch, then 80 random bits.
+
+    Ingest names each run of a camera with one, so that (camera, session, seq) stays unique across restarts.
+    A ULID rather than 16 random hex digits: sessions of a camera sort by their start time, as strings, so
+    that a reader of the topic sees which run came later without another field; 80 random bits still make
+    two ingests that start a camera in the same millisecond collide about never.
+    """
+    if not 0 <= unix_ms < 1 << 48 or not 0 <= rand80 < 1 << 80:
+        raise ValueError("a ULID holds 48 bits of time and 80 random bits")
+    n = unix_ms << 80 | rand80
+    return "".join(_CROCKFORD[(n >> shift) & 31] for shift in range(125, -1, -5))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ A cameras file is YAML: a list of cameras (or a map with the key `cameras` holdi
 
     - id: door                      # letters, digits, '.', '_', '-'; the Kafka key of its frames
       source: rtsp://10.0.0.7/main  # rtsp(s)://, http(s)://, a video file, or a device index such as 0
-      fps: 10                       # optional cap on frames published per second (default --fps)
+      fps: 10                       # optional cap on frames published per second (default --fps: 5; 0: all)
       jpeg_quality: 80              # optional (default --jpeg-quality)
       max_width: 1280               # optional: downscale wider frames (default --max-width)
       realtime: true                # optional, files only: play at the file's own speed (default --realtime)
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from services.ingest.redact import mask_url
 from shared.config import BaseConfig, ConfigError, setting
 
 SourceKind = Literal["rtsp", "http", "file", "device"]
@@ -32,8 +33,9 @@ class IngestConfig(BaseConfig):
     cameras_file: Path | None = setting(None, "YAML file listing cameras (id, source, fps, jpeg_quality, "
                                         "max_width, realtime)")
     frames_topic: str = setting("frames", "topic the frames are published to")
-    fps: float = setting(0.0, "default cap on frames published per second per camera (0: every frame)",
-                         ge=0, le=240)
+    fps: float = setting(5.0, "default cap on frames published per second per camera (5, Frigate's default "
+                         "detect rate: a face in view for a second still gives the matcher's 3-face vote 5 frames; "
+                         "0: every frame)", ge=0, le=240)
     jpeg_quality: int = setting(85, "default JPEG quality", ge=10, le=100)
     max_width: int = setting(0, "default: downscale frames wider than this, pixels (0: keep the size)",
                              ge=0, le=16384)
@@ -54,8 +56,10 @@ class IngestConfig(BaseConfig):
     metrics_port: int = setting(0, "port of the /metrics, /healthz and /readyz endpoint (0: a free port)",
                                 ge=0, le=65535)
     metrics_host: str = setting("0.0.0.0", "address the metrics endpoint binds")
-    liveness_timeout_s: float = setting(60.0, "/healthz fails when a camera thread is stuck for this long",
+    liveness_timeout_s: float = setting(60.0, "/healthz fails when a camera's process is stuck for this long",
                                         ge=1, le=3600)
+    stop_grace_s: float = setting(2.0, "on SIGTERM, how long a camera's process may take to finish its current "
+                                  "read or open before it is killed (then the producer is flushed)", ge=0.1, le=60)
 
     def validate(self) -> None:
         if self.backoff_max_s < self.backoff_initial_s:
@@ -98,7 +102,7 @@ _KEYS = {"id", "source", "fps", "jpeg_quality", "max_width", "realtime"}
 def camera_spec(entry: dict[str, Any], cfg: IngestConfig, where: str) -> CameraSpec:
     """Check one camera entry (from a flag or the YAML file) and fill its defaults from `cfg`."""
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: a camera must be a map with id and source, got {entry!r}")
+        raise ConfigError(f"{where}: a camera must be a map with id and source, got {mask_url(repr(entry))}")
     unknown = set(entry) - _KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
@@ -138,9 +142,10 @@ def camera_spec(entry: dict[str, Any], cfg: IngestConfig, where: str) -> CameraS
 def parse_camera_flag(flag: str, cfg: IngestConfig) -> CameraSpec:
     """`ID=SOURCE` -> a camera with the default settings of `cfg`."""
     cam_id, sep, source = flag.partition("=")
+    where = f"--camera {mask_url(repr(flag))}"  # errors name the flag, never its password
     if not sep:
-        raise ConfigError(f"--camera {flag!r}: expected ID=SOURCE, e.g. door=rtsp://10.0.0.7/main")
-    return camera_spec({"id": cam_id.strip(), "source": source}, cfg, f"--camera {flag!r}")
+        raise ConfigError(f"{where}: expected ID=SOURCE, e.g. door=rtsp://10.0.0.7/main")
+    return camera_spec({"id": cam_id.strip(), "source": source}, cfg, where)
 
 
 def load_cameras(cfg: IngestConfig) -> list[CameraSpec]:

@@ -54,7 +54,7 @@ def jpeg_image(f: Frame) -> np.ndarray:
 def test_a_file_camera_publishes_every_frame_then_exits(kafka_bootstrap, pipe, make_topic, data_dir):
     topic = make_topic("ingest-file", partitions=3)
     clip = data_dir / "videos" / "faceapi_test_5frames.mp4"
-    ingest = start_ingest(pipe, topic, "--camera", f"clip={clip}")
+    ingest = start_ingest(pipe, topic, "--camera", f"clip={clip}", "--fps", "0")
     assert ingest.wait(60) == 0, ingest.log_tail()
     records = consume_all(kafka_bootstrap, topic, expect=5)
     frames = frames_of(records)
@@ -72,7 +72,7 @@ def test_a_file_camera_publishes_every_frame_then_exits(kafka_bootstrap, pipe, m
 def test_an_rtsp_camera_publishes_at_the_clips_frame_rate(kafka_bootstrap, pipe, make_topic, data_dir, rtsp_cameras):
     topic = make_topic("ingest-rtsp")
     urls = rtsp_cameras({"biden": data_dir / "videos" / "biden_2021_7s.mp4"})
-    ingest = start_ingest(pipe, topic, "--camera", f"biden={urls['biden']}", "--max-frames", "150")
+    ingest = start_ingest(pipe, topic, "--camera", f"biden={urls['biden']}", "--max-frames", "150", "--fps", "0")
     assert ingest.wait(60) == 0, ingest.log_tail()
     frames = frames_of(consume_all(kafka_bootstrap, topic, expect=150, timeout_s=60))
     assert [f.seq for f in frames] == list(range(150))
@@ -98,7 +98,8 @@ def test_a_camera_that_never_answers_backs_off_while_another_keeps_publishing(ka
     clip = data_dir / "videos" / "biden_2021_7s.mp4"
     try:
         ingest = start_ingest(pipe, topic, "--camera", f"dead={dead_url}", "--camera", f"live={clip}", "--max-width",
-                              "640", "--open-timeout-s", "1", "--backoff-initial-s", "0.2", "--backoff-max-s", "1")
+                              "640", "--open-timeout-s", "1", "--backoff-initial-s", "0.2", "--backoff-max-s", "1",
+                              "--fps", "0")
         pipe.wait_ready(ingest, 30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -136,3 +137,19 @@ def test_frames_over_the_byte_limit_are_downscaled(kafka_bootstrap, pipe, make_t
     for f in frames:
         assert len(f.jpeg) <= 60_000 and f.width < 1920 and f.width / f.height == pytest.approx(16 / 9, rel=0.01)
         jpeg_image(f)
+
+
+def test_by_default_a_camera_is_capped_at_5_frames_per_second_of_one_session(kafka_bootstrap, pipe, make_topic,
+                                                                             data_dir, rtsp_cameras):
+    topic = make_topic("ingest-default-fps")
+    urls = rtsp_cameras({"biden": data_dir / "videos" / "biden_2021_7s.mp4"})  # 30 fps
+    ingest = start_ingest(pipe, topic, "--camera", f"biden={urls['biden']}", "--max-frames", "16",
+                          "--max-width", "320")
+    assert ingest.wait(60) == 0, ingest.log_tail()
+    frames = frames_of(consume_all(kafka_bootstrap, topic, expect=16, timeout_s=30))
+    assert [f.seq for f in frames] == list(range(16))
+    (session,) = {f.session for f in frames}
+    assert len(session) == 26 and f"camera biden: session {session}" in ingest.log_text()
+    ts = [f.capture_ts for f in frames]
+    rate = (16 - 2) / (ts[-1] - ts[1])  # from the second frame: the decoder may hand over the first ones together
+    assert 4.5 <= rate <= 5.5, f"{rate:.2f} frames/s published by default from a 30 fps camera"

@@ -83,3 +83,18 @@ def test_fps_gate_restarts_after_a_stall_without_a_burst():
     assert gate.admit(5.0)            # the stream stalled for 5 s
     assert not gate.admit(5.03)       # the frames queued behind the stall do not all pass
     assert gate.admit(5.1)
+
+
+def test_session_ids_are_ulids_that_sort_by_start_time():
+    from services.ingest.cameras import session_id
+
+    # the ULID spec's example: 1469922850259 ms is 01ARZ3NDEK; 26 characters of Crockford base32
+    assert session_id(1469922850259, 0) == "01ARZ3NDEK" + "0" * 16
+    assert session_id(0, 0) == "0" * 26 and session_id((1 << 48) - 1, (1 << 80) - 1) == "7" + "Z" * 25
+    rng = random.Random(3)
+    ids = [session_id(ms, rng.getrandbits(80)) for ms in (1_700_000_000_000, 1_700_000_000_001, 1_800_000_000_000)]
+    assert ids == sorted(ids) and all(len(i) == 26 and i.isalnum() and i.isupper() for i in ids)
+    assert len({session_id(1_700_000_000_000, rng.getrandbits(80)) for _ in range(1000)}) == 1000
+    for bad in ((-1, 0), (1 << 48, 0), (0, 1 << 80)):
+        with pytest.raises(ValueError):
+            session_id(*bad)

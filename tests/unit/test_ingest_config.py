@@ -73,3 +73,21 @@ def test_settings_are_bounded():
         cfg("--max-frame-bytes", "100")
     with pytest.raises(ConfigError, match="rtsp_transport .* must be one of tcp, udp"):
         cfg("--rtsp-transport", "sctp")
+
+
+def test_the_default_cap_is_5_frames_per_second_and_0_keeps_every_frame():
+    (cam,) = load_cameras(cfg("--camera", "door=rtsp://h/s"))
+    assert cfg().fps == 5.0 and cam.fps == 5.0
+    (cam,) = load_cameras(cfg("--camera", "door=rtsp://h/s", "--fps", "0"))
+    assert cam.fps is None
+
+
+def test_configuration_errors_never_echo_a_password(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        parse_camera_flag("bad id=rtsp://admin:hunter22@cam/s", cfg())
+    assert "hunter22" not in str(e.value) and "rtsp://admin:***@cam/s" in str(e.value)
+    f = tmp_path / "cameras.yaml"
+    f.write_text("- rtsp://admin:hunter22@cam/s\n")
+    with pytest.raises(ConfigError, match="a camera must be a map") as e:
+        load_cameras(cfg("--cameras-file", str(f)))
+    assert "hunter22" not in str(e.value)

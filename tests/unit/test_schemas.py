@@ -20,7 +20,7 @@ def test_frame_decode_rejects_each_kind_of_damage():
     cases = {  # what the error must say -> the damaged bytes
         "not msgpack": b"\xc1\xc1",
         "expected a map": msgpack.packb([1, 2]),
-        "unknown schema version 2": msgpack.packb({**good, "v": 2}),
+        "unknown schema version 3": msgpack.packb({**good, "v": 3}),
         "missing field 'seq'": msgpack.packb({k: v for k, v in good.items() if k != "seq"}),
         "field 'seq' has type str": msgpack.packb({**good, "seq": "7"}),
         "payload is not a JPEG": msgpack.packb({**good, "jpeg": b"PNG..."}),
@@ -30,6 +30,70 @@ def test_frame_decode_rejects_each_kind_of_damage():
         with pytest.raises(SchemaError) as e:
             Frame.decode(raw)
         assert expected in str(e.value), (expected, str(e.value))
+
+
+SESSION = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def test_frames_v2_round_trip_with_the_session():
+    f = Frame("cam-1", 7, 1700000000.25, 640, 360, JPEG, SESSION)
+    raw = msgpack.unpackb(f.encode())
+    assert (raw["v"], raw["session"]) == (2, SESSION) and Frame.VERSION == 2
+    assert Frame.decode(f.encode()) == f
+    assert Frame.decode(Frame("cam", 0, 1.0, 2, 2, JPEG).encode()).session == ""  # the default still encodes
+
+
+def test_v1_messages_still_decode_with_no_session():
+    frame_v1 = {"v": 1, "camera_id": "cam", "seq": 3, "capture_ts": 2.5, "width": 4, "height": 3, "jpeg": JPEG}
+    assert Frame.decode(msgpack.packb(frame_v1)) == Frame("cam", 3, 2.5, 4, 3, JPEG, "")
+    # a v1 map with a stray session field: v1 has none, so it is ignored rather than trusted
+    assert Frame.decode(msgpack.packb({**frame_v1, "session": "x"})).session == ""
+    face = DetectedFace((1.0, 2.0, 30.0, 40.0), 0.9, (1.0,) * 10, JPEG, 28.0, 1.0)
+    faces_v1 = {"v": 1, "camera_id": "c", "seq": 0, "capture_ts": 1.0, "width": 2, "height": 2, "detect_ts": 1.5,
+                "status": "ok", "faces": [face.to_map()]}
+    assert FrameFaces.decode(msgpack.packb(faces_v1)) == FrameFaces("c", 0, 1.0, 2, 2, (face,), 1.5, "ok", "")
+    vec = np.ones(4, "<f4")
+    emb_v1 = {"v": 1, "camera_id": "c", "seq": 0, "capture_ts": 1.0, "width": 2, "height": 2, "model_version": "m",
+              "faces": [{"bbox": [0, 0, 1, 1], "prob": 0.9, "embedding": vec.tobytes()}]}
+    back = FrameEmbeddings.decode(msgpack.packb(emb_v1))
+    assert back.session == "" and back.seq == 0 and back.faces[0].embedding.tolist() == vec.tolist()
+
+
+def test_faces_and_embeddings_carry_the_session_through():
+    face = DetectedFace((1.0, 2.0, 30.0, 40.0), 0.99, tuple(float(i) for i in range(10)), JPEG, 28.0, 150.5)
+    ff = FrameFaces("cam", 3, 10.5, 640, 360, (face,), 11.0, "ok", SESSION)
+    assert FrameFaces.decode(ff.encode()) == ff and msgpack.unpackb(ff.encode())["v"] == 2 == FrameFaces.VERSION
+    # existing positional and keyword constructors keep working: session is the last field, "" by default
+    assert FrameFaces("cam", 3, 10.5, 640, 360, (), detect_ts=1.0, status="stale").session == ""
+    vec = np.random.default_rng(1).standard_normal(8).astype(np.float32)
+    fe = FrameEmbeddings("cam", 1, 2.0, 10, 10, "m-1", (EmbeddedFace((0.0, 0.0, 5.0, 5.0), 0.9, vec),), SESSION)
+    back = FrameEmbeddings.decode(fe.encode())
+    assert (back.session, back.seq, msgpack.unpackb(fe.encode())["v"], FrameEmbeddings.VERSION) == (SESSION, 1, 2, 2)
+    assert FrameEmbeddings("cam", 1, 2.0, 10, 10, "m-1", ()).session == ""
+
+
+@pytest.mark.parametrize("session, expected", [
+    (None, "missing field 'session'"),
+    (7, "field 'session' has type int"),
+    (b"01ARZ", "field 'session' has type bytes"),
+    ("x" * 65, "at most 64 characters"),
+    ("a\nb", "printable"),
+    ("a\x00b", "printable"),
+    ("\u200bzero-width", "printable"),
+])
+def test_a_bad_session_is_refused_by_every_v2_decoder(session, expected):
+    face = DetectedFace((1.0, 2.0, 30.0, 40.0), 0.9, (1.0,) * 10, JPEG, 28.0, 1.0)
+    for cls, msg in ((Frame, Frame("c", 0, 1.0, 2, 2, JPEG, "s")),
+                     (FrameFaces, FrameFaces("c", 0, 1.0, 2, 2, (face,), session="s")),
+                     (FrameEmbeddings, FrameEmbeddings("c", 0, 1.0, 2, 2, "m", (), "s"))):
+        o = msgpack.unpackb(msg.encode())
+        if session is None:
+            del o["session"]
+        else:
+            o["session"] = session
+        with pytest.raises(SchemaError, match=expected):
+            cls.decode(msgpack.packb(o))
+    assert Frame.decode(Frame("c", 0, 1.0, 2, 2, JPEG, "x" * 64).encode()).session == "x" * 64  # the limit holds
 
 
 def test_bool_is_not_an_int():

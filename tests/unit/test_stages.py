@@ -178,3 +178,13 @@ def test_a_crop_bomb_is_refused_by_its_header_without_decoding():
     res = process([bomb, empty, ff(2, 1)])
     assert "16000x16000 where 150x150 is required" in res[0].reason
     assert isinstance(res[1], InvalidMessage) and calls == [1]
+
+
+def test_the_frames_session_travels_through_the_detector_and_the_embedder():
+    process = detector_process(lambda rgb: FACES[:1], GATES, "faces", max_frame_age_s=0)
+    (out,), = process([Frame("cam", 0, 1.0, 64, 48, jpeg(), session="01JSESSION")])
+    faces = FrameFaces.decode(out.value)
+    assert faces.session == "01JSESSION"
+    emb = embedder_process(lambda c: np.eye(len(c), 4, dtype=np.float32), 150, "m1", "e")
+    (eo,), = emb([FrameFaces("cam", 0, 1.0, 64, 48, (), session="01JSESSION")])
+    assert FrameEmbeddings.decode(eo.value).session == "01JSESSION"
