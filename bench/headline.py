@@ -80,6 +80,15 @@ def figures(parts: dict) -> dict[str, Any]:
             "pipeline": pipeline, "scale_out": scale["throughput_ratio"] if scale else None}
 
 
+def overload(parts: dict) -> dict[str, Any] | None:
+    """bench.json's `overload`: the detector at 3x its capacity (bench/overload.py); goal useful_ratio >= 0.9."""
+    r = _result(parts, "overload")
+    if not r:
+        return None
+    return {k: r[k] for k in ("useful_ratio", "capacity_frames_per_s", "offered_frames_per_s",
+                              "detected_frames_per_s", "outcomes")}
+
+
 def profile_slow(settings: Settings, parts: dict, models) -> dict[str, Any]:
     """One profile per stage that has a ratio under SLOW, of the code path that was slow."""
     from bench import blas, detector_stage, embedder_stage, matcher_stage, profiling

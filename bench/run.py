@@ -23,7 +23,7 @@ from bench import headline
 from bench.common import RESULTS, SCHEMA, Settings, load_average, machine_facts, model_info, write_json
 from shared.config import DEFAULT_KAFKA, BaseConfig, ConfigError, build_parser, parse, setting
 
-PARTS = ("detector", "embedder", "matcher", "kafka", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "pipeline", "scale_out")
 FALLBACK_THRESHOLD = 0.92  # LFW View 2 cosine at FAR 1e-3 (out/eval), for a checkpoint not yet calibrated
 
 
@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(a.out / "logs", ignore_errors=True)  # service logs are appended to: keep only this run's
     models = Models(a.model)
 
-    from bench import (detector_stage, embedder_stage, kafka_transport, matcher_stage, pipeline_load,
+    from bench import (detector_stage, embedder_stage, kafka_transport, matcher_stage, overload, pipeline_load,
                        scale_out)
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "detector": lambda: detector_stage.run(s, models.detector),
+        "overload": lambda: overload.run(s, models.detector),
         "embedder": lambda: embedder_stage.run(s, models.detector, models.model),
         "matcher": lambda: matcher_stage.run(s),
         "kafka": lambda: kafka_transport.run(s),
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
            "seconds": time.monotonic() - t0, "machine": machine, "model": model,
            "threshold": {"cosine": threshold, "source": "checkpoint" if model["threshold"] is not None
                          else f"fallback {FALLBACK_THRESHOLD} (the checkpoint has none calibrated)"},
-           "headline": headline.figures(parts), "profiles": profiles, "parts": parts}
+           "headline": headline.figures(parts), "overload": headline.overload(parts), "profiles": profiles,
+           "parts": parts}
     write_json(a.out / "bench.json", doc)
     from bench import plots, report
 

@@ -63,12 +63,14 @@ def pipeline(kafka_bootstrap, redis_url, data_dir, tmp_path_factory):
             r.delete(key)
 
 
-def play(p: Pipeline, clip_path, camera: str) -> list[IdentityEvent]:
-    """Serve one clip over RTSP as camera `camera`, run ingest over one play of it, return its events."""
+def play(p: Pipeline, clip_path, camera: str, fps: float = FPS) -> list[IdentityEvent]:
+    """Serve one clip over RTSP as camera `camera`, run ingest over one play of it (capped at `fps`; 0: the
+    clip's own frame rate, every frame), return its events."""
     with rtsp_server({camera: clip_path}) as urls:
         ingest = p.pipe.start("ingest", "--camera", f"{camera}={urls[camera]}", "--frames-topic", p.frames,
-                              "--fps", str(FPS), "--max-width", str(WIDTH),
-                              "--max-frames", str(clip_frames(clip_path, FPS)), wait_ready=False, label=camera)
+                              "--fps", str(fps), "--max-width", str(WIDTH),
+                              "--max-frames", str(clip_frames(clip_path, fps or float("inf"))), wait_ready=False,
+                              label=camera)
         assert ingest.proc.wait(timeout=300) == 0, ingest.log_tail()
     assert p.pipe.wait_drained(), "the pipeline did not drain"
     time.sleep(4)  # the camera's last tracks end (max gap + 1 s) and get their final decision

@@ -16,10 +16,12 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-PARTS = ("detector", "embedder", "matcher", "kafka", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "pipeline", "scale_out")
 EXPECTED = {  # per part: key paths (dots; "*" = every key of a map, every item of a list) that hold numbers
     "detector": ["per_frame_ms.*.median", "frames_per_s.*", "ratio_to_raw.detect_align", "ratio_to_raw.batch_fn",
                  "ratio_to_raw.loop", "config.faces_found_per_frame"],
+    "overload": ["useful_ratio", "capacity_frames_per_s", "offered_frames_per_s", "detected_frames_per_s",
+                 "outcomes.ok", "outcomes.skipped"],
     "embedder": ["by_batch.*.faces_per_s.forward", "by_batch.*.faces_per_s.embed", "by_batch.*.faces_per_s.batch_fn",
                  "by_batch.*.ratio_to_forward.batch_fn", "by_batch.*.ratio_to_same_work", "loop.faces_per_s.loop",
                  "loop.ratio_to_same_work"],
@@ -74,9 +76,10 @@ def test_quick_benchmark_writes_complete_json(kafka_bootstrap, redis_url, data_d
     out = tmp_path / "results"
     run = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--bootstrap",
                           kafka_bootstrap, "--redis-url", redis_url], cwd=ROOT, capture_output=True, text=True,
-                         timeout=280)
+                         timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads((out / "bench.json").read_text())
+    assert_finite_numbers(doc, "overload.useful_ratio")  # the figure issue 11 names, at the top of bench.json
     assert doc["mode"] == "quick" and doc["schema"] == "facestream-bench/1"
     for key in ("cores_logical", "load_average_start", "load_average_end", "torch", "kafka_python"):
         assert doc["machine"][key] is not None, key
