@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from services.local_pipeline import LocalPipeline, clip_frames
+from services.local_pipeline import LocalPipeline, Service, clip_frames
 from shared.kafka_admin import create_topics, delete_topics
 from shared.schemas import IdentityEvent
 from tests.conftest import ROOT, consume_all
-from tests.rtsp import rtsp_server
+from tests.rtsp import rtsp_cameras, rtsp_server  # noqa: F401 (rtsp_cameras: a fixture for every module)
 
 FPS, WIDTH = 8, 960  # what one single-threaded detector holds on a 2-core machine
 
@@ -26,6 +26,20 @@ class Pipeline:
     frames: str
     events: str
     prefix: str
+
+
+@pytest.fixture
+def pipe(kafka_bootstrap, tmp_path):
+    """The one process launcher (services.local_pipeline) for one test; what it started is stopped after."""
+    p = LocalPipeline(tmp_path / "logs", env={"FACESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap})
+    yield p
+    p.stop()
+
+
+def start_ingest(pipe: LocalPipeline, topic: str, *args: str, label: str | None = None) -> Service:
+    """`facestream ingest` publishing to `topic`, not waited for (a file camera may end before /readyz)."""
+    return pipe.start("ingest", "--frames-topic", topic, "--metrics-host", "127.0.0.1", *args, wait_ready=False,
+                      label=label)
 
 
 def facestream(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -12,24 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from services.local_pipeline import LocalPipeline, Service
+from services.local_pipeline import Service
 from shared.schemas import Frame
 from tests.conftest import consume_all
-from tests.rtsp import rtsp_cameras  # noqa: F401 (a fixture)
+from tests.integration.conftest import start_ingest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pipe(kafka_bootstrap, tmp_path):
-    """The one process launcher (services.local_pipeline), its ingest processes stopped after the test."""
-    p = LocalPipeline(tmp_path / "logs", env={"FACESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap})
-    yield p
-    p.stop()
-
-
-def start_ingest(pipe: LocalPipeline, topic: str, *args: str) -> Service:
-    return pipe.start("ingest", "--frames-topic", topic, "--metrics-host", "127.0.0.1", *args, wait_ready=False)
 
 
 def published(ingest: Service) -> dict[str, int]:

@@ -16,16 +16,9 @@ from kafka import KafkaConsumer
 from services.local_pipeline import LocalPipeline, Service
 from shared.schemas import Frame
 from tests.conftest import consume_all
-from tests.rtsp import rtsp_cameras  # noqa: F401 (a fixture)
+from tests.integration.conftest import start_ingest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pipe(kafka_bootstrap, tmp_path):
-    p = LocalPipeline(tmp_path / "logs", env={"FACESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap})
-    yield p
-    p.stop()
 
 
 @pytest.fixture
@@ -36,11 +29,6 @@ def silent_url():
     s.listen(16)
     yield f"rtsp://127.0.0.1:{s.getsockname()[1]}/never"
     s.close()
-
-
-def start_ingest(pipe: LocalPipeline, topic: str, *args: str, label: str | None = None) -> Service:
-    return pipe.start("ingest", "--frames-topic", topic, "--metrics-host", "127.0.0.1", *args, wait_ready=False,
-                      label=label)
 
 
 def wait_for(cond, timeout_s: float, what: str, svc: Service) -> None:
