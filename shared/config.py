@@ -238,11 +238,18 @@ def load(cls: type, argv: Sequence[str] | None = None, env: Mapping[str, str] | 
 
 
 def describe(cfg: Any) -> str:
-    """One line per setting, secrets masked: logged at start so an operator sees what a process runs with."""
+    """One line per setting, secrets masked: logged at start so an operator sees what a process runs with.
+    A setting named for a secret is hidden whole; every URL in any other (lists too) loses its password."""
+    from shared.redact import mask_url
+
     out = []
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        if any(s in f.name for s in ("password", "secret", "token")) or (f.name == "redis_url" and "@" in str(v)):
+        if any(s in f.name for s in ("password", "secret", "token")):
             v = "***"
+        elif isinstance(v, str):
+            v = mask_url(v)
+        elif isinstance(v, (list, tuple)):
+            v = [mask_url(x) if isinstance(x, str) else x for x in v]
         out.append(f"{f.name}={v}")
     return " ".join(out)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from services.ingest.cameras import Backoff, session_id
 from services.ingest.config import CameraSpec
 from services.ingest.reader import Captured, Ended, Log, Status, camera_process
-from services.ingest.redact import Redactor
+from shared.redact import Redactor
 from shared import metrics
 from shared.schemas import Frame
 

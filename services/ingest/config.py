@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from services.ingest.redact import mask_url
+from shared.redact import mask_url
 from shared.config import BaseConfig, ConfigError, setting
 
 SourceKind = Literal["rtsp", "http", "file", "device"]

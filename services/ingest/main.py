@@ -28,7 +28,7 @@ from multiprocessing import forkserver
 from services.ingest.camera import Camera
 from services.ingest.cameras import Backoff
 from services.ingest.config import IngestConfig, load_cameras
-from services.ingest.redact import Redactor, mask_url, redact_logging
+from shared.redact import Redactor, mask_url, redact_logging
 from shared import kafka_loop, metrics
 from shared.config import describe, load
 from shared.schemas import Frame

@@ -27,7 +27,7 @@ import cv2
 
 from services.ingest.cameras import Backoff, FpsGate, Pacer, encode_to_fit
 from services.ingest.config import CameraSpec
-from services.ingest.redact import Redactor, redact_output
+from shared.redact import Redactor, redact_output
 
 STATES = ("connecting", "streaming", "backoff", "ended")
 STATUS_EVERY_S = 0.5  # the camera's counters reach the metrics, and its liveness the health check, this often

@@ -43,7 +43,7 @@ def test_redis_url_from_default_env_file_and_flag(command, tmp_path):
     secret.write_text("redis://:s3cret@vault:6379/0\n")
     cfg = cfg_of(command, rest, {"FACESTREAM_REDIS_URL_FILE": str(secret)})
     assert cfg.redis_url == "redis://:s3cret@vault:6379/0"
-    assert "s3cret" not in describe(cfg) and "redis_url=***" in describe(cfg)
+    assert "s3cret" not in describe(cfg) and "redis_url=redis://:***@vault:6379/0" in describe(cfg)
     flagged = cfg_of(command, ["--redis-url", "redis://flag:2/0", *rest], {"FACESTREAM_REDIS_URL": "redis://env:1/0"})
     assert flagged.redis_url == "redis://flag:2/0"
 

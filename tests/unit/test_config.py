@@ -94,3 +94,14 @@ def test_read_recipe_reads_toml_and_json_and_says_what_is_wrong(tmp_path):
         read_recipe(tmp_path / "c.toml")
     with pytest.raises(ConfigError, match="cannot read recipe"):
         read_recipe(tmp_path / "missing.toml")
+
+
+def test_describe_masks_every_url_password_even_in_lists():
+    @dataclass(frozen=True)
+    class Cams(StageConfig):
+        camera: list[str] = setting([], "ID=SOURCE", repeat=True)
+
+    cfg = load(Cams, ["--camera", "door=rtsp://admin:hunter2@10.0.0.5/live", "--camera", "lobby=rtsp://10.0.0.6/s"],
+               {"FACESTREAM_KAFKA_BOOTSTRAP": "broker:9093"})
+    line = describe(cfg)
+    assert "hunter2" not in line and "rtsp://admin:***@10.0.0.5/live" in line and "rtsp://10.0.0.6/s" in line

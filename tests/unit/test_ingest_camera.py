@@ -1,5 +1,6 @@
 """Ingest's side of a camera (services/ingest/camera.py) against scripted camera processes, run as threads:
 frames named by session and seq, a dead process started again, a stuck one killed, failures reported."""
+
 from __future__ import annotations
 
 import logging
@@ -107,16 +108,6 @@ def test_two_cameras_never_share_a_session():
     a, _ = camera(scripted([]), print)
     b, _ = camera(scripted([]), print)
     assert a.session != b.session
-
-
-def test_a_file_cameras_process_that_dies_is_an_error_not_a_replay(data_dir):
-    clip = data_dir / "videos" / "faceapi_test_5frames.mp4"
-    out: list[Frame] = []
-    cam, _ = camera(scripted([*captured(2)], [*captured(5), Ended("eof")]), out.append, kind="file",
-                    source=str(clip))
-    cam.start()
-    cam.join(10)
-    assert cam.error == "the camera's process died" and [f.seq for f in out] == [0, 1]
 
 
 def test_a_crash_in_the_reader_stops_ingest_and_a_refused_frame_too():

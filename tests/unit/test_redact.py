@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from services.ingest.redact import Redactor, mask_url, redact_logging, url_secrets
+from shared.redact import Redactor, mask_url, redact_logging, url_secrets
 
 
 @pytest.mark.parametrize("url, masked", [
@@ -74,7 +74,7 @@ def test_redact_output_filters_what_c_code_writes_to_stdout_and_stderr():
     # in a subprocess: the test would otherwise redirect pytest's own descriptors
     code = textwrap.dedent("""
         import ctypes, os, sys
-        from services.ingest.redact import Redactor, redact_output
+        from shared.redact import Redactor, redact_output
         restore = redact_output(Redactor(["rtsp://u:hunter22@cam/x"]))
         libc = ctypes.CDLL(None)
         libc.printf(b"[OPENCV:FFMPEG:48] Opening 'rtsp://u:hunter22@cam/x' for reading\\n")  # buffered C stdio

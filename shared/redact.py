@@ -1,4 +1,4 @@
-"""Credentials out of logs: a camera URL's password never reaches a log line that ingest writes.
+"""Credentials out of logs: no URL's password (a camera's, Redis's, the broker's) reaches a log line or a message.
 
 `mask_url("rtsp://user:pass@host/stream")` is `rtsp://user:***@host/stream`; a user part without a password
 (often a token) becomes `***`, and so do the values of query parameters that name a secret (`password=`,
