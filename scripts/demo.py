@@ -41,12 +41,14 @@ def summary(stages, elapsed_s: float) -> None:
 
     frames = {s.name.split("-")[0]: int(s.metric("facestream_messages_in_total")) for s in stages}
     stale = int(stages[0].metric("facestream_stale_dropped_total"))
+    shed = int(stages[0].metric("facestream_frames_shed_total"))  # a newer frame of the camera was detected
     samples = promtext.parse(stages[2].get("/metrics")[1])
     e2e = promtext.buckets(samples, "facestream_end_to_end_latency_seconds")
     p50, p99 = promtext.quantile(e2e, 0.5), promtext.quantile(e2e, 0.99)
     events = int(promtext.total(samples, "facestream_identity_events_total"))
     print(f"== done in {elapsed_s:.1f} s: frames per stage {json.dumps(frames)} "
-          f"({', '.join(f'{k} {v / elapsed_s:.1f}/s' for k, v in frames.items())}); {stale} dropped as stale; "
+          f"({', '.join(f'{k} {v / elapsed_s:.1f}/s' for k, v in frames.items())}); {stale} dropped as stale, "
+          f"{shed} skipped for a newer frame (the detector at capacity); "
           f"capture->decision latency p50 {p50 or 0:.2f} s, p99 {p99 or 0:.2f} s (matcher histogram); "
           f"{events} identity event(s)", flush=True)
 
