@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -89,6 +90,11 @@ class Health:
         self.liveness_timeout_s = liveness_timeout_s
         self._beat = time.monotonic()
         self.ready = False
+        # name -> callable giving why that part is degraded, or None: the process still serves, /readyz says so
+        self.degraded: dict[str, Callable[[], str | None]] = {}
+
+    def degradations(self) -> list[str]:
+        return [why for check in self.degraded.values() if (why := check())]
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -111,7 +117,9 @@ def serve(health: Health, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServ
                 body, code, ctype = (b"ok\n" if ok else b"loop stalled\n"), (200 if ok else 503), "text/plain"
             elif path == "/readyz":
                 ok = health.ready and health.alive()
-                body, code, ctype = (b"ready\n" if ok else b"not ready\n"), (200 if ok else 503), "text/plain"
+                worse = health.degradations() if ok else []
+                text = ("ready, degraded: " + "; ".join(worse) if worse else "ready") if ok else "not ready"
+                body, code, ctype = (text + "\n").encode(), (200 if ok else 503), "text/plain"
             else:
                 body, code, ctype = b"not found\n", 404, "text/plain"
             self.send_response(code)

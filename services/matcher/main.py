@@ -79,6 +79,8 @@ def build(cfg: MatcherConfig, health: metrics.Health, stop: kafka_loop.StopFlag)
     index = LiveIndex(GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix), ckpt["model_version"],
                       cfg.gallery_check_interval_s, mask_url(cfg.redis_url),
                       Backoff(max_s=cfg.redis_retry_max_s)).start()
+    # still serving from memory while Redis is away: /readyz stays 200 and says so
+    health.degraded["redis"] = lambda: None if index.up else "Redis unreachable, matching against the gallery in memory"
     if not wait_for_gallery(index, health, stop):
         index.close()
         return None

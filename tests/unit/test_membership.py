@@ -1,4 +1,5 @@
 """The membership watchdog (shared/membership.py) on a stand-in consumer: pure logic, no broker."""
+
 import pytest
 from kafka.structs import MemberState
 
