@@ -152,3 +152,14 @@ def test_its_log_lines_are_masked(caplog):
     assert not cam.is_alive() and cam.error is None and cam.fatal is None
     assert f"camera {cam.spec.id}: cannot open rtsp://u:***@cam/x (***)" in caplog.messages
     assert "hunter22" not in caplog.text
+
+
+def test_a_file_cameras_process_that_dies_is_an_error_not_a_replay(tmp_path):
+    """A file camera's process that dies mid-file is not started again: replaying the file would publish
+    its frames twice under new seqs. (The scripted process never opens the path.)"""
+    out: list[Frame] = []
+    cam, _ = camera(scripted([*captured(2)], [*captured(5), Ended("eof")]), out.append, kind="file",
+                    source=str(tmp_path / "clip.mp4"))
+    cam.start()
+    cam.join(10)
+    assert cam.error == "the camera's process died" and [f.seq for f in out] == [0, 1]
