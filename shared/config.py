@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -74,7 +75,7 @@ class StageConfig(BaseConfig):
     dead_letter_max_bytes: int = setting(1_000_000, "largest dead-letter record, bytes: a bigger payload is cut, "
                                          "keeping its length and SHA-256 (must stay under the broker's "
                                          "message.max.bytes and the producer's max_request_size)",
-                                         ge=10_000, le=100_000_000)
+                                         ge=65_536, le=100_000_000)
 
 
 def _env_name(name: str, meta: Mapping | None = None) -> str | None:
@@ -114,7 +115,10 @@ def _convert(name: str, raw: Any, tp: type, source: str) -> Any:
             raise ValueError("expected true or false")
         if tp is Path:
             return Path(raw).expanduser()
-        return tp(raw)
+        val = tp(raw)
+        if isinstance(val, float) and not math.isfinite(val):  # NaN passes every bound check: refuse it here
+            raise ValueError("not a finite number")
+        return val
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{name} = {raw!r} (from {source}): not a valid {tp.__name__}: {e}") from None
 

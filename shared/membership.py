@@ -129,8 +129,9 @@ def partitions_owned_by_others(bootstrap: str, group_id: str, topic: str, n_part
     right: more members than partitions). kafka-python 3's `describe_groups` answers plain dicts."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = None
     try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         desc = admin.describe_groups([group_id]).get(group_id) or {}
         if desc.get("group_state") != "Stable":
             return False
@@ -145,4 +146,5 @@ def partitions_owned_by_others(bootstrap: str, group_id: str, topic: str, n_part
         log.debug("describe_groups(%s) failed: %s", group_id, e)
         return False
     finally:
-        admin.close()
+        if admin is not None:
+            admin.close()

@@ -25,7 +25,8 @@ _SECRET_PARAMS = ("password", "passwd", "pass", "pwd", "token", "access_token", 
 # userinfo as FFmpeg reads it: the authority ends at the first '/', '?' or '#', the userinfo at its last '@'
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/?#]*)@")
 # a value ends at the next parameter, the fragment, or what quotes or brackets a URL in a line of text
-_QUERY_SECRET = re.compile(r"(?i)([?&;](?:%s)=)([^&#\s'\"<>()\[\]{}]*)" % "|".join(_SECRET_PARAMS))
+# a parameter is secret when its name is one of these or ends with one (auth_token, client_secret, X-Amz-Signature)
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:[\w.\-]*[_.\-])?(?:%s)=)([^&#\s'\"<>()\[\]{}]*)" % "|".join(_SECRET_PARAMS))
 
 
 def _mask_userinfo(m: re.Match) -> str:

@@ -46,12 +46,25 @@ def _get(obj: dict, key: str, typ: type | tuple[type, ...], kind: str) -> Any:
         raise SchemaError(f"{kind}: missing field {key!r}")
     val = obj[key]
     if typ is float and isinstance(val, int) and not isinstance(val, bool):
-        val = float(val)
+        try:
+            val = float(val)
+        except OverflowError:
+            raise SchemaError(f"{kind}: field {key!r} is out of range") from None
     if not isinstance(val, typ) or isinstance(val, bool) and typ is not bool:
         raise SchemaError(f"{kind}: field {key!r} has type {type(val).__name__}")
     if isinstance(val, float) and not math.isfinite(val):
         raise SchemaError(f"{kind}: field {key!r} is not finite")
     return val
+
+
+MAX_CAMERA_ID_CHARS = 128  # camera ids become metric labels and keys of per-camera state: bounded, printable
+
+
+def _camera(obj: dict, kind: str) -> str:
+    cam = _get(obj, "camera_id", str, kind)
+    if not cam or len(cam) > MAX_CAMERA_ID_CHARS or not cam.isprintable():
+        raise SchemaError(f"{kind}: camera_id must be 1 to {MAX_CAMERA_ID_CHARS} printable characters")
+    return cam
 
 
 def _floats(obj: dict, key: str, n: int, kind: str) -> tuple[float, ...]:
@@ -95,7 +108,7 @@ class Frame:
     @classmethod
     def decode(cls, raw: bytes) -> "Frame":
         o = _unpack(raw, "frames", (1, 2))
-        f = cls(_get(o, "camera_id", str, "frames"), _get(o, "seq", int, "frames"),
+        f = cls(_camera(o, "frames"), _get(o, "seq", int, "frames"),
                 _get(o, "capture_ts", float, "frames"), _get(o, "width", int, "frames"),
                 _get(o, "height", int, "frames"), _get(o, "jpeg", bytes, "frames"), _session(o, "frames"))
         if not f.camera_id or f.seq < 0 or f.width <= 0 or f.height <= 0 or not f.jpeg.startswith(b"\xff\xd8"):
@@ -157,7 +170,7 @@ class FrameFaces:
         status = _get(o, "status", str, k)
         if status not in cls.STATUSES:
             raise SchemaError(f"{k}: unknown status {status!r}")
-        return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
+        return cls(_camera(o, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
                    _get(o, "width", int, k), _get(o, "height", int, k), faces, _get(o, "detect_ts", float, k),
                    status, _session(o, k))
 
@@ -204,7 +217,7 @@ class FrameEmbeddings:
             if not np.all(np.isfinite(vec)):
                 raise SchemaError(f"{k}: embedding holds NaN or infinity")
             faces.append(EmbeddedFace(_floats(f, "bbox", 4, k), _get(f, "prob", float, k), vec))
-        return cls(_get(o, "camera_id", str, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
+        return cls(_camera(o, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
                    _get(o, "width", int, k), _get(o, "height", int, k), _get(o, "model_version", str, k),
                    tuple(faces), _session(o, k))
 
@@ -230,21 +243,23 @@ class IdentityEvent:
     def encode(self) -> bytes:
         d = asdict(self)
         d["bbox"] = [round(x, 1) for x in self.bbox]
-        return json.dumps(d, separators=(",", ":")).encode()
+        if not math.isfinite(d["score"]):  # an empty gallery scores -inf: JSON has no infinity
+            d["score"] = -1.0
+        return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> "IdentityEvent":
         k = "identity-events"
         try:
             o = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SchemaError(f"{k}: not JSON ({e})") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise SchemaError(f"{k}: not JSON ({type(e).__name__})") from None
         if not isinstance(o, dict) or o.get("schema") != "identity-event/v1":
             raise SchemaError(f"{k}: not an identity-event/v1 object")
         ident = o.get("identity")
         if ident is not None and not isinstance(ident, str):
             raise SchemaError(f"{k}: identity must be a string or null")
-        return cls(_get(o, "event_id", str, k), _get(o, "camera_id", str, k), _get(o, "track_id", str, k), ident,
+        return cls(_get(o, "event_id", str, k), _camera(o, k), _get(o, "track_id", str, k), ident,
                    _get(o, "score", float, k), _get(o, "threshold", float, k), _get(o, "first_seen", float, k),
                    _get(o, "last_seen", float, k), _floats(o, "bbox", 4, k), _get(o, "model_version", str, k),
                    _get(o, "faces", int, k), _get(o, "event_ts", float, k))
@@ -270,8 +285,9 @@ def dead_letter(reason: str, stage: str, topic: str, partition: int, offset: int
            "value_bytes": len(value), "value_sha256": hashlib.sha256(value).hexdigest(), "value_truncated": False,
            "value_b64": "", "ts": ts}
     room = max_bytes - len(json.dumps(rec).encode()) - 64  # the rest of the record, with a margin
-    if room <= 0:
-        raise ValueError(f"a dead-letter record needs more than {max_bytes} bytes before its payload")
+    if room <= 0:  # a reason or key that escapes to many bytes (emoji are 12 in JSON): cut them, never raise
+        rec["reason"], rec["key"] = rec["reason"][:200], (rec["key"] or "")[:64] or None
+        room = max(0, max_bytes - len(json.dumps(rec).encode()) - 64)
     keep = len(value) if 4 * -(-len(value) // 3) <= room else (room // 4) * 3
     rec["value_truncated"] = keep < len(value)
     rec["value_b64"] = base64.b64encode(value[:keep]).decode()

@@ -11,6 +11,7 @@ from typing import Callable, Protocol
 from shared import kafka_loop, metrics
 from shared.stage import Stage
 from shared.config import StageConfig, describe
+from shared.redact import Redactor, redact_logging
 
 log = logging.getLogger("facestream")
 
@@ -47,6 +48,8 @@ def run_consumer_service(stage_name: str, cfg: StageConfig,
     waits on it. It may wait for a dependency for long (beating `health`, so liveness holds while /readyz
     says not ready) and return None when `stop` was set meanwhile: SIGTERM during start-up is a clean exit."""
     setup_logging(cfg.log_level)
+    # every line masked: a library may echo a URL (a Redis client's error, the broker's address) whole
+    redact_logging(Redactor([cfg.redis_url, cfg.kafka_bootstrap]))
     log.info("%s: starting with %s", stage_name, describe(cfg))
     health = start_metrics(stage_name, cfg)
     stop = kafka_loop.StopFlag().install()

@@ -28,6 +28,8 @@ from shared.vision.images import ImageRefused, decode_jpeg as decode_image, enco
 
 STAGE = "detector"
 MAX_FRAME_PIXELS = 3840 * 2160  # 4K: the default limit of a frame's size, checked on its header
+MAX_CLOCK_AHEAD_S = 60.0  # cameras' clocks drift; a frame further ahead than this is refused
+MAX_OUTPUT_BYTES = 900_000  # a frame's faces message stays under the producer's 1 MiB request limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
                  max_pixels: int = MAX_FRAME_PIXELS) -> FrameFaces:
     """Every face of one frame that passes the gates, with its aligned crop as JPEG."""
     rgb = decode_jpeg(frame.jpeg, max_pixels)
-    kept = []
+    kept, size = [], 0
     for face in sorted(detect(rgb), key=lambda f: -f.face_size):
         why = gates.reason(face)
         if why is None and len(kept) >= gates.max_faces:
@@ -78,8 +80,13 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
         if why:
             metrics.FACES_REJECTED.labels(why).inc()
             continue
+        crop = encode_crop(face.crop, crop_quality)
+        if size + len(crop) > MAX_OUTPUT_BYTES:  # a crowd at max_faces 1000 must not make an unsendable message
+            metrics.FACES_REJECTED.labels("output_size").inc()
+            continue
+        size += len(crop)
         kept.append(DetectedFace(face.box, face.prob, tuple(float(v) for v in face.landmarks.ravel()),
-                                 encode_crop(face.crop, crop_quality), float(face.face_size), float(face.blur)))
+                                 crop, float(face.face_size), float(face.blur)))
     metrics.FACES_PER_FRAME.labels(STAGE).observe(len(kept))
     return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, tuple(kept),
                       detect_ts=time.time(), session=frame.session)
@@ -110,12 +117,16 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
         result: list[FrameFaces | InvalidMessage | None] = [None] * len(frames)
         live = []
         for i, frame in enumerate(frames):
-            if max_frame_age_s > 0 and now - frame.capture_ts > max_frame_age_s:
+            if frame.capture_ts > now + MAX_CLOCK_AHEAD_S:  # would sort newest forever and never go stale
+                result[i] = InvalidMessage(f"captured {frame.capture_ts - now:.0f} s in the future: the camera's "
+                                           "clock is wrong, or the frame is forged")
+            elif max_frame_age_s > 0 and now - frame.capture_ts > max_frame_age_s:
                 result[i] = marked(frame, "stale")
             else:
                 live.append(i)
-        if len(live) < len(frames):
-            metrics.STALE_DROPPED.labels(STAGE).inc(len(frames) - len(live))
+        stale = sum(1 for r in result if isinstance(r, FrameFaces))
+        if stale:
+            metrics.STALE_DROPPED.labels(STAGE).inc(stale)
         groups = newest_first_by_camera(frames, live) if newest_only else {str(i): [i] for i in live}
         for rows in groups.values():
             done = False

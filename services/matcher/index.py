@@ -7,9 +7,13 @@ whole batch of queries.
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,13 @@ class GalleryIndex:
     def build(cls, people: dict[str, np.ndarray], version: int = 0, model_version: str = "") -> "GalleryIndex":
         """From {name: (k, D) embeddings}; rows are re-normalized so that a stored vector's rounding never matters."""
         names = tuple(sorted(n for n, e in people.items() if len(e)))
+        dims = {n: np.asarray(people[n]).reshape(len(people[n]), -1).shape[1] for n in names}
+        if len(set(dims.values())) > 1:  # one odd entry must not stop every rebuild: keep the common size
+            common = Counter(dims.values()).most_common(1)[0][0]
+            odd = [n for n in names if dims[n] != common]
+            log.warning("gallery: skipping %d person(s) whose embeddings are not %d-d: %s", len(odd), common,
+                        ", ".join(odd[:10]))
+            names = tuple(n for n in names if dims[n] == common)
         if not names:
             return cls((), np.zeros((0, 0), np.float32), np.zeros(0, np.int64), version, model_version)
         mats = [np.asarray(people[n], np.float32).reshape(len(people[n]), -1) for n in names]

@@ -87,7 +87,8 @@ def build(cfg: MatcherConfig, health: metrics.Health, stop: kafka_loop.StopFlag)
     continuity = cfg.track_min_similarity if cfg.track_min_similarity is not None else threshold - 0.05
     policy = TrackPolicy(max_gap_s=cfg.track_max_gap_s, min_continuity=continuity, min_votes=cfg.min_votes,
                          vote_ratio=cfg.vote_ratio, unknown_min_faces=cfg.unknown_min_faces)
-    m = Matcher(index, threshold, ckpt["model_version"], cfg.events_topic, policy)
+    m = Matcher(index, threshold, ckpt["model_version"], cfg.events_topic, policy,
+                embedding_dim=int(ckpt["embedding_dim"]))
     return Stage("matcher", cfg.embeddings_topic, FrameEmbeddings.decode, m.process, idle=m.idle)
 
 

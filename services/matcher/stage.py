@@ -19,6 +19,9 @@ from shared.stage import InvalidMessage, Output, Result
 from shared.schemas import FrameEmbeddings, IdentityEvent
 
 
+MAX_CLOCK_AHEAD_S = 60.0  # cameras' clocks drift; a frame further ahead than this is refused
+
+
 class Matcher:
     def __init__(self, index: Callable[[], GalleryIndex], threshold: float, model_version: str, events_topic: str,
                  policy: TrackPolicy = TrackPolicy(), clock: Callable[[], float] = time.time,
@@ -41,6 +44,9 @@ class Matcher:
         if f.model_version != self.model_version:
             return InvalidMessage(f"embeddings from model {f.model_version!r}, the matcher and its gallery use "
                                   f"{self.model_version!r}: vectors of different models cannot be compared")
+        if f.capture_ts > self.clock() + MAX_CLOCK_AHEAD_S:
+            return InvalidMessage(f"captured {f.capture_ts - self.clock():.0f} s in the future: a track would never "
+                                  "end (a camera's clock is wrong, or the frame is forged)")
         want = self.embedding_dim
         if want is None:
             index = self.index()
@@ -89,9 +95,12 @@ class Matcher:
         dropped), deciding those that have enough faces."""
         now = self.clock()
         out = []
-        for cam_id, cam in self.cameras.items():
+        for cam_id, cam in list(self.cameras.items()):
             for t, d in cam.expire(now - self.policy.max_gap_s - 1.0):
                 out.append(self._event(cam_id, t, d, now))
+            if not cam.live:  # a quiet camera's state goes (ids are input: they must not pile up in memory)
+                del self.cameras[cam_id]
+                self._e2e.pop(cam_id, None)
         metrics.ACTIVE_TRACKS.set(sum(len(c.live) for c in self.cameras.values()))
         return out
 

@@ -27,6 +27,11 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 _NO_LENGTH = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: markers without a length field
 
 
+# A progressive JPEG is decoded scan by scan over the whole image; ordinary encoders write about ten scans.
+# Start-of-scan markers are never byte-stuffed in entropy-coded data, so counting them is exact and cheap.
+MAX_SCANS = 64
+
+
 class ImageRefused(ValueError):
     """Bytes that are not an image we decode: not a JPEG, no size in its header, or over a size limit."""
 
@@ -77,6 +82,9 @@ def decode_jpeg(jpeg: bytes, max_pixels: int | None = None, exact_size: tuple[in
             raise ImageRefused(f"{w}x{h} where {exact_size[0]}x{exact_size[1]} is required")
         if max_pixels is not None and w * h > max_pixels:
             raise ImageRefused(f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,}")
+        scans = jpeg.count(b"\xff\xda")
+        if scans > MAX_SCANS:  # a "scan bomb": each scan costs a pass over the whole image
+            raise ImageRefused(f"{scans} scans, over the limit of {MAX_SCANS}")
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         return None
