@@ -4,21 +4,12 @@ import numpy as np
 import pytest
 
 from shared.vision.images import ImageRefused, decode_jpeg, jpeg_size
+from tests.fuzz_messages import claim_size  # the one header rewriter; callers check the size it claims
 
 
 def jpeg(w: int, h: int, **params) -> bytes:
     flags = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if params.get("progressive") else []
     return cv2.imencode(".jpg", np.full((h, w, 3), 90, np.uint8), flags)[1].tobytes()
-
-
-def with_size(data: bytes, w: int, h: int) -> bytes:
-    """The same JPEG with its SOF header rewritten to claim w x h (what a decompression bomb does)."""
-    b = bytearray(data)
-    for i in range(2, len(b) - 9):
-        if b[i] == 0xFF and b[i + 1] in (0xC0, 0xC2):
-            b[i + 5:i + 9] = bytes([h >> 8, h & 255, w >> 8, w & 255])
-            return bytes(b)
-    raise AssertionError("no SOF marker")
 
 
 @pytest.mark.parametrize("w, h, progressive", [(64, 48, False), (1, 1, False), (1920, 1080, True), (150, 150, False)])
@@ -33,7 +24,7 @@ def test_bytes_without_a_frame_header_have_no_size(data):
 
 
 def test_a_bomb_is_refused_by_its_header_before_decoding():
-    bomb = with_size(jpeg(64, 64), 30000, 30000)
+    bomb = claim_size(jpeg(64, 64), 30000, 30000)
     assert jpeg_size(bomb) == (30000, 30000) and len(bomb) < 6000
     with pytest.raises(ImageRefused, match="30000x30000 is 900,000,000 pixels, over the limit of 8,294,400"):
         decode_jpeg(bomb, max_pixels=3840 * 2160)
@@ -41,7 +32,7 @@ def test_a_bomb_is_refused_by_its_header_before_decoding():
 
 def test_a_crop_of_another_size_is_refused_without_decoding():
     with pytest.raises(ImageRefused, match="16000x16000 where 150x150 is required"):
-        decode_jpeg(with_size(jpeg(150, 150), 16000, 16000), exact_size=(150, 150))
+        decode_jpeg(claim_size(jpeg(150, 150), 16000, 16000), exact_size=(150, 150))
     assert decode_jpeg(jpeg(150, 150), exact_size=(150, 150)).shape == (150, 150, 3)
 
 

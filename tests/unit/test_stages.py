@@ -168,12 +168,12 @@ def test_any_exception_of_the_detector_costs_that_frame_only():
 
 
 def test_a_crop_bomb_is_refused_by_its_header_without_decoding():
-    from tests.unit.test_images import with_size
+    from tests.fuzz_messages import claim_size
 
     calls = []
     process = embedder_process(lambda c: calls.append(len(c)) or np.eye(len(c), 4, dtype=np.float32), 150, "m1", "e")
     bomb = FrameFaces("cam", 0, 1.0, 64, 48, (DetectedFace((0.0, 0.0, 1.0, 1.0), 0.9, (0.0,) * 10,
-                                                           with_size(crop_jpeg(0), 16000, 16000), 1.0, 1.0),))
+                                                           claim_size(crop_jpeg(0), 16000, 16000), 1.0, 1.0),))
     empty = FrameFaces("cam", 1, 1.0, 64, 48, (DetectedFace((0.0, 0.0, 1.0, 1.0), 0.9, (0.0,) * 10, b"", 1.0, 1.0),))
     res = process([bomb, empty, ff(2, 1)])
     assert "16000x16000 where 150x150 is required" in res[0].reason
