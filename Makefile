@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
-.PHONY: help setup up down status test test-unit test-data demo models train eval eval-cv calibrate bench bench-quick bench-accuracy clean
+.PHONY: help setup up down status test test-unit test-data soak demo models train eval eval-cv calibrate bench bench-quick bench-accuracy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -17,18 +17,24 @@ help:  ## list the targets
 setup:  ## install Debian packages, .venv with pinned deps, the Kafka broker jars (idempotent)
 	@scripts/setup.sh
 
-up: setup  ## start Kafka (KRaft, one node) and Redis on loopback, create the topics
+up: setup  ## start Kafka (KRaft: 1 node, FACESTREAM_KAFKA_BROKERS=3 for 3) and Redis on loopback, create the topics; TLS+logins: scripts/stack.py
 	@$(PY) scripts/stack.py up
 
-down:  ## stop what `make up` started
+down:  ## stop what `make up` started (every node, whatever the mode)
 	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; else python3 scripts/stack.py down; fi
 
-status:  ## is the stack running?
+status:  ## is the stack running? (its mode, each node's pid, port and RSS)
 	@python3 scripts/stack.py status
 
 test: models  ## setup, up, the whole suite, down; non-zero on any failure
 	@$(PY) scripts/stack.py up
 	rc=0; $(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS) || rc=$$?
+	$(PY) scripts/stack.py down
+	exit $$rc
+
+soak: models  ## the 5-minute soak: two cameras, one person each, one identity event per visit (figures in .run/test-figures)
+	@$(PY) scripts/stack.py up
+	rc=0; FACESTREAM_SOAK_S=$${FACESTREAM_SOAK_S:-300} $(PY) -m pytest -q -s -p no:cacheprovider tests/integration/test_soak.py || rc=$$?
 	$(PY) scripts/stack.py down
 	exit $$rc
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shared import paths
+from shared.kafka_clients import KafkaAccess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -36,6 +37,13 @@ class Settings:
     out: Path
     fps: float = 2.0  # pipeline part: ingest's frame-rate cap per camera
     width: int = 640  # pipeline part: ingest's --max-width
+    # the Kafka clients' settings (TLS, SASL); `bootstrap` alone is what subprocesses are told, the rest of
+    # the security they read from the same FACESTREAM_KAFKA_* variables
+    kafka: KafkaAccess | None = None
+
+    def __post_init__(self) -> None:
+        if self.kafka is None:
+            object.__setattr__(self, "kafka", KafkaAccess(self.bootstrap))
 
 
 def machine_facts() -> dict[str, Any]:

@@ -45,10 +45,10 @@ def run(settings: Settings, detector) -> dict[str, Any]:
     n = 4 if settings.quick else 8
     repeats = 2 if settings.quick else 5
     frames = video_frames(SIZE, n)
-    with Topics(settings.bootstrap) as topics:
+    with Topics(settings.kafka) as topics:
         frames_topic, faces_topic = topics.make("bench-det-frames", 1), topics.make("bench-det-faces", 1)
         process, stage = make_stage(detector, faces_topic, frames_topic)
-        rig = LoopRig(settings.bootstrap, stage, max_batch_size=BATCH)
+        rig = LoopRig(settings.kafka, stage, max_batch_size=BATCH)
         seq = [0]
 
         def fresh() -> list[Frame]:
@@ -106,9 +106,9 @@ def profile_target(settings: Settings, detector, loop: bool) -> Iterator[Callabl
         msgs = frame_messages(frames, "bench-cam")
         yield lambda: process(msgs)
         return
-    with Topics(settings.bootstrap) as topics:
+    with Topics(settings.kafka) as topics:
         frames_topic, faces_topic = topics.make("bench-prof-frames", 1), topics.make("bench-prof-faces", 1)
-        rig = LoopRig(settings.bootstrap, make_stage(detector, faces_topic, frames_topic)[1], max_batch_size=BATCH)
+        rig = LoopRig(settings.kafka, make_stage(detector, faces_topic, frames_topic)[1], max_batch_size=BATCH)
         seq = [0]
 
         def run_loop() -> float:

@@ -109,10 +109,10 @@ def model_input(model, crops: np.ndarray) -> torch.Tensor:
 def _loop(settings: Settings, model, jpegs: list[bytes], repeats: int) -> dict[str, Any]:
     """The batch function through the shared loop, beside the bare forward of the same faces."""
     n = LOOP_BATCH if settings.quick else 2 * LOOP_BATCH
-    with Topics(settings.bootstrap) as topics:
+    with Topics(settings.kafka) as topics:
         faces_topic, emb_topic = topics.make("bench-emb-faces", 1), topics.make("bench-emb-out", 1)
         stage = Stage("embedder", faces_topic, FrameFaces.decode, _process(model, emb_topic, LOOP_BATCH))
-        rig = LoopRig(settings.bootstrap, stage, max_batch_size=LOOP_BATCH)
+        rig = LoopRig(settings.kafka, stage, max_batch_size=LOOP_BATCH)
         seq = [0]
         from services.embedder.stage import decode_crop
 

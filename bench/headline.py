@@ -50,6 +50,10 @@ def ratios(parts: dict) -> list[Ratio]:
         for size, r in kaf["by_size"].items():
             for k, v in r["ratio_kafka_python_to_kcat"].items():
                 out.append(Ratio("kafka", f"kafka-python {k}", "kcat", size, v))
+    if sec := _result(parts, "kafka_security"):
+        for k, v in sec["ratio_sasl_ssl_to_plaintext"].items():
+            out.append(Ratio("kafka_security", f"kafka-python {k}, SASL_SSL", "the same over plaintext",
+                             sec["config"]["size"], v))
     return out
 
 
@@ -76,7 +80,10 @@ def figures(parts: dict) -> dict[str, Any]:
                     "p99_face_latency_s": best["latency_s"]["face_capture_to_decision"]["p99"] if best else None,
                     "p99_event_latency_s": best["latency_s"]["event_all"]["p99"] if best else None,
                     "cost_model": pipe["cost_model"]}
+    sec = _result(parts, "kafka_security")
     return {"stage_ratios": [asdict(r) for r in ratios(parts)], "matcher": matcher, "kafka": kafka,
+            "kafka_security": {"frames_per_s": sec["frames_per_s"],
+                               "ratio_sasl_ssl_to_plaintext": sec["ratio_sasl_ssl_to_plaintext"]} if sec else None,
             "pipeline": pipeline, "scale_out": scale["throughput_ratio"] if scale else None}
 
 

@@ -9,11 +9,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import TopicPartition
 
-from shared.kafka_admin import create_topics, delete_groups, delete_topics
+from shared import kafka_admin
+from shared.kafka_clients import Access, access_of, make_admin, make_consumer, make_producer
 
 __all__ = ["Offsets", "Topics", "delete_groups", "produce", "run_id"]
+
+
+def delete_groups(bootstrap: Access, groups) -> None:
+    a = access_of(bootstrap)
+    kafka_admin.delete_groups(a.bootstrap, groups, **a.security_kwargs())
 
 
 def run_id() -> str:
@@ -23,17 +29,19 @@ def run_id() -> str:
 @dataclass
 class Topics:
     """Create uniquely named topics; `close()` (or leaving the `with` block) deletes them."""
-    bootstrap: str
+    bootstrap: Access
     names: list[str] = field(default_factory=list)
 
     def make(self, prefix: str, partitions: int) -> str:
         name = f"{prefix}-{run_id()}"
-        create_topics(self.bootstrap, {name: partitions})
+        a = access_of(self.bootstrap)
+        kafka_admin.create_topics(a.bootstrap, {name: partitions}, **a.security_kwargs())
         self.names.append(name)
         return name
 
     def close(self) -> None:
-        delete_topics(self.bootstrap, self.names)
+        a = access_of(self.bootstrap)
+        kafka_admin.delete_topics(a.bootstrap, self.names, **a.security_kwargs())
         self.names.clear()
 
     def __enter__(self) -> "Topics":
@@ -46,9 +54,9 @@ class Topics:
 class Offsets:
     """End offsets of topics and committed offsets of groups, from one long-lived pair of clients."""
 
-    def __init__(self, bootstrap: str):
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    def __init__(self, bootstrap: Access):
+        self.consumer = make_consumer(bootstrap, None, "bench-offsets")
+        self.admin = make_admin(bootstrap)
         self._parts: dict[str, list[TopicPartition]] = {}
 
     def partitions(self, topic: str) -> list[TopicPartition]:
@@ -74,11 +82,11 @@ class Offsets:
         self.admin.close()
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None,
+def produce(bootstrap: Access, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None,
             partitions: int | None = None) -> int:
     """Send every value and wait for all acknowledgements; with `partitions`, spread round-robin over them
     (so that each consumer of a group gets work whatever the key hash does). Returns the count."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=4_000_000)
+    producer = make_producer(bootstrap, "bench-produce", max_request_size=4_000_000)
     n = 0
     try:
         keys = iter(keys) if keys is not None else None
@@ -96,11 +104,11 @@ def produce(bootstrap: str, topic: str, values: Iterable[bytes], keys: Iterable[
     return n
 
 
-def read_all(bootstrap: str, topic: str, expect: int, timeout_s: float = 60.0) -> list:
+def read_all(bootstrap: Access, topic: str, expect: int, timeout_s: float = 60.0) -> list:
     """Every record of `topic` from the start, until `expect` records or `timeout_s` (no group, no commit)."""
     import time
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(bootstrap, None, "bench-read")
     try:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)

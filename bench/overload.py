@@ -42,11 +42,11 @@ def _stage(detector, frames_topic: str, faces_topic: str, newest_only: bool, max
 
 def capacity(settings: Settings, detector, frames, rounds: int) -> float:
     """Frames per second the detector stage detects through the loop when every frame must be detected."""
-    with Topics(settings.bootstrap) as topics:
+    with Topics(settings.kafka) as topics:
         frames_topic, faces_topic = topics.make("bench-cap-frames", 1), topics.make("bench-cap-faces", 1)
         # every frame detected: no shedding and no stale rule (a backlog outlives 5 s; stale frames cost nothing)
         _, stage = _stage(detector, frames_topic, faces_topic, newest_only=False, max_frame_age_s=0)
-        rig = LoopRig(settings.bootstrap, stage, max_batch_size=BATCH)
+        rig = LoopRig(settings.kafka, stage, max_batch_size=BATCH)
         try:
             rig.run([m.encode() for m in frame_messages(frames[:2], "warm-up")])
             msgs = [m for r in range(rounds) for m in frame_messages(frames, "cap", r * len(frames))]
@@ -80,13 +80,13 @@ def run(settings: Settings, detector) -> dict[str, Any]:
     frames = video_frames(SIZE, 16 if settings.quick else 48)  # many, so that which ones get detected averages out
     cap = capacity(settings, detector, frames, 1 if settings.quick else 2)
     rate = OVERLOAD * cap
-    with Topics(settings.bootstrap) as topics:
+    with Topics(settings.kafka) as topics:
         frames_topic = topics.make("bench-overload-frames", 1)
         faces_topic = topics.make("bench-overload-faces", 1)
         _, stage = _stage(detector, frames_topic, faces_topic, newest_only=True)
         group = f"bench-overload-{run_id()}"
-        consumer = kafka_loop.make_consumer(settings.bootstrap, group, "bench-overload", max_poll_records=BATCH)
-        producer = kafka_loop.make_producer(settings.bootstrap, "bench-overload")
+        consumer = kafka_loop.make_consumer(settings.kafka, group, "bench-overload", max_poll_records=BATCH)
+        producer = kafka_loop.make_producer(settings.kafka, "bench-overload")
         ctx = multiprocessing.get_context("spawn")
         sent = ctx.Value("q", 0)
         loop_stop = kafka_loop.StopFlag()
@@ -109,7 +109,7 @@ def run(settings: Settings, detector) -> dict[str, Any]:
             return out
 
         counted = Stage(stage.name, stage.input_topic, stage.decode, counting)
-        feeder = ctx.Process(target=_feed, args=(settings.bootstrap, frames_topic, frames, rate, seconds, sent),
+        feeder = ctx.Process(target=_feed, args=(settings.kafka, frames_topic, frames, rate, seconds, sent),
                              daemon=True)
         timer = threading.Timer(seconds, loop_stop.set)
         feeder.start()
@@ -124,7 +124,7 @@ def run(settings: Settings, detector) -> dict[str, Any]:
             if feeder.is_alive():
                 feeder.kill()
             kafka_loop.close(consumer, producer)
-            delete_groups(settings.bootstrap, [group])
+            delete_groups(settings.kafka, [group])
     detected_per_s = counts["ok"] / elapsed
     return {
         "config": {"frame_size": SIZE, "cameras": CAMERAS, "overload": OVERLOAD, "seconds": seconds,

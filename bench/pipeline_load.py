@@ -83,7 +83,8 @@ def one_load(rig: PipelineRig, services: dict, sampler: Sampler, offsets: Offset
     late = [s.lag["detector"] for s in window if half <= s.t <= t_cap]
     v = cost_model.verdict(n, fps, stale / max(consumed, 1), late)
     e2e = promtext.buckets(after["matcher"], E2E, "camera_id", set(cams))
-    events = [r.event for r in rig.collector.events if r.event.camera_id in cams]
+    # decisions only: a visit-ended event comes a visit gap after the last face, not from a decision
+    events = [r.event for r in rig.collector.events if r.event.camera_id in cams and r.event.kind != "visit-ended"]
     ev_lat = [e.event_ts - e.last_seen for e in events]
     cores = {k: (cpu1[k] - cpu0[k]) / wall for k in services}
     cores["ingest"] = ingest_cpu / wall
@@ -123,16 +124,16 @@ def run(settings: Settings, detector, model, threshold: float) -> dict[str, Any]
     fps, width = settings.fps, settings.width
     clip = DATA / "videos" / CLIP if settings.quick else looped_clip(CLIP, 3)  # 10 s, or 30 s looped
     rig = PipelineRig(settings.bootstrap, settings.redis_url, settings.out / "logs" / "pipeline", threshold,
-                      settings.model)
+                      settings.model, kafka=settings.kafka)
     runs, sampler, offsets = [], None, None
     try:
         people = enroll(settings.redis_url, rig.prefix, detector, model, DATA / "videos" / "enroll")
         services = rig.start()
-        sampler = Sampler(settings.bootstrap, rig.lag_groups())
+        sampler = Sampler(settings.kafka, rig.lag_groups())
         for k, s in services.items():
             sampler.track(k, s.proc.pid)
         sampler.start()
-        offsets = Offsets(settings.bootstrap)
+        offsets = Offsets(settings.kafka)
         c0, t0 = {k: cpu_seconds(s.proc.pid) for k, s in services.items()}, time.monotonic()
         time.sleep(3.0)  # what the services cost doing nothing (polls, metrics, heartbeats)
         idle = {k: (cpu_seconds(s.proc.pid) - c0[k]) / (time.monotonic() - t0) for k, s in services.items()}

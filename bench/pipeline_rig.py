@@ -13,11 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from bench.kafka_util import Topics, delete_groups, run_id
 from bench.sampler import GroupTopic
 from services.local_pipeline import LocalPipeline, Service
+from shared.kafka_clients import Access, make_consumer
 from shared.schemas import IdentityEvent
 
 PARTITIONS = 4
@@ -32,14 +33,14 @@ class Received:
 class EventCollector(threading.Thread):
     """Reads the events topic from its start for the whole run (no group), keeping every event."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: Access, topic: str):
         super().__init__(name="bench-events", daemon=True)
         self.bootstrap, self.topic = bootstrap, topic
         self.events: list[Received] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
-        c = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        c = make_consumer(self.bootstrap, None, "bench-events", isolation_level="read_committed")
         try:
             parts = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
             c.assign(parts)
@@ -82,9 +83,11 @@ class PipelineRig:
     threshold: float
     model: Path | None = None
     run: str = field(default_factory=run_id)
+    kafka: Access | None = None  # the clients' security (default: plaintext to `bootstrap`)
 
     def __post_init__(self) -> None:
-        self.topics = Topics(self.bootstrap)
+        self.kafka = self.kafka or self.bootstrap
+        self.topics = Topics(self.kafka)
         self.prefix = f"facestream:bench-{self.run}"
         env = {"FACESTREAM_KAFKA_BOOTSTRAP": self.bootstrap, "FACESTREAM_REDIS_URL": self.redis_url}
         if self.model is not None:
@@ -111,7 +114,7 @@ class PipelineRig:
         services = {name: self.pipe.start(name, *args, wait_ready=False) for name, args in self.args.items()}
         for name in services:
             services[name] = self._assigned(name, services[name])
-        self.collector = EventCollector(self.bootstrap, self.events)
+        self.collector = EventCollector(self.kafka, self.events)
         self.collector.start()
         return services
 
@@ -159,7 +162,7 @@ class PipelineRig:
             codes = self.pipe.stop()
         try:
             self.topics.close()
-            delete_groups(self.bootstrap, list(self.groups.values()))
+            delete_groups(self.kafka, list(self.groups.values()))
         finally:
             import redis
 

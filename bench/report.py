@@ -70,6 +70,12 @@ def summary(doc: dict[str, Any]) -> str:
             for k in r["frames_per_s"]:
                 rows.append([size, k, r["frames_per_s"][k], r["mb_per_s"][k]])
         out += _table(["frames", "client", "frames/s", "MB/s"], rows)
+    if sec := _res(doc, "kafka_security"):
+        out += [f"## Kafka over SASL_SSL (SCRAM-SHA-512) against plaintext, kafka-python, {sec['config']['size']}", ""]
+        out += _table(["transfer", "frames/s", "MB/s"], [[k, v, sec["mb_per_s"][k]] for k, v in sec["frames_per_s"].items()])
+        out += _table(["ratio SASL_SSL / plaintext", "produce", "consume"],
+                      [["median of repeats", sec["ratio_sasl_ssl_to_plaintext"]["produce"],
+                        sec["ratio_sasl_ssl_to_plaintext"]["consume"]]])
     out += _pipeline(doc)
     if sc := _res(doc, "scale_out"):
         out += ["## Embedder scale-out (one group, 6 partitions)", ""]

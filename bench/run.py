@@ -21,9 +21,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from bench import headline
 from bench.common import RESULTS, SCHEMA, Settings, load_average, machine_facts, model_info, write_json
+from shared.kafka_clients import KafkaAccess
 from shared.config import DEFAULT_KAFKA, BaseConfig, ConfigError, build_parser, parse, setting
 
-PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "kafka_security", "pipeline", "scale_out")
 FALLBACK_THRESHOLD = 0.92  # LFW View 2 cosine at FAR 1e-3 (out/eval), for a checkpoint not yet calibrated
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         a = config(sys.argv[1:] if argv is None else argv)
     except ConfigError as e:
         parser().error(str(e))  # usage and exit 2, as for a flag argparse refuses itself
-    s = Settings(a.quick, a.kafka_bootstrap, a.redis_url, a.model, a.out, a.fps, a.width)
+    s = Settings(a.quick, a.kafka_bootstrap, a.redis_url, a.model, a.out, a.fps, a.width, KafkaAccess.of(a))
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     machine = {**machine_facts(), "load_average_start": load_average()}
     model = model_info(a.model)
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(a.out / "logs", ignore_errors=True)  # service logs are appended to: keep only this run's
     models = Models(a.model)
 
-    from bench import (detector_stage, embedder_stage, kafka_transport, matcher_stage, overload, pipeline_load,
-                       scale_out)
+    from bench import (detector_stage, embedder_stage, kafka_security, kafka_transport, matcher_stage, overload,
+                       pipeline_load, scale_out)
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "detector": lambda: detector_stage.run(s, models.detector),
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "embedder": lambda: embedder_stage.run(s, models.detector, models.model),
         "matcher": lambda: matcher_stage.run(s),
         "kafka": lambda: kafka_transport.run(s),
+        "kafka_security": lambda: kafka_security.run(s),
         "pipeline": lambda: pipeline_load.run(s, models.detector, models.model, threshold),
         "scale_out": lambda: scale_out.run(s, models.detector),
     }

@@ -67,16 +67,16 @@ def run(settings: Settings, detector) -> dict[str, Any]:
         env["FACESTREAM_MODEL"] = str(settings.model)
     pipe = LocalPipeline(settings.out / "logs" / "scale_out", env=env)
     group, seq, by_count = f"bench-scale-{run_id()}", [0], {}
-    with Topics(settings.bootstrap) as topics:
+    with Topics(settings.kafka) as topics:
         faces, embs = topics.make("bench-so-faces", PARTITIONS), topics.make("bench-so-emb", PARTITIONS)
-        offsets = Offsets(settings.bootstrap)
+        offsets = Offsets(settings.kafka)
 
         def put(n: int) -> int:
             """Produce n frames; returns the output count to wait for."""
             target = offsets.end(embs) + n
             msgs = frame_faces(jpegs, n, faces_per_frame, CAMERAS, seq[0])
             seq[0] += n
-            produce(settings.bootstrap, faces, [m.encode() for m in msgs], [m.camera_id.encode() for m in msgs],
+            produce(settings.kafka, faces, [m.encode() for m in msgs], [m.camera_id.encode() for m in msgs],
                     partitions=PARTITIONS)
             return target
 
@@ -103,7 +103,7 @@ def run(settings: Settings, detector) -> dict[str, Any]:
         finally:
             offsets.close()
             codes = pipe.stop()
-            delete_groups(settings.bootstrap, [group])
+            delete_groups(settings.kafka, [group])
     base = by_count[str(counts[0])]["faces_per_s"]
     return {
         "config": {"processes": list(counts), "partitions": PARTITIONS, "frames_per_measurement": n_frames,

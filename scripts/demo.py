@@ -13,16 +13,20 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.local_pipeline import LocalPipeline, clip_frames, reset_groups_to_latest  # noqa: E402
+from shared.config import BaseConfig, load  # noqa: E402
+from shared.kafka_clients import KafkaAccess  # noqa: E402
 from shared import paths, topics  # noqa: E402
 from scripts.rtsp_cameras import rtsp_server  # noqa: E402
 
 DATA = paths.data_root()
+VISIT_GAP_S = 5.0
 
 
 def parse() -> argparse.Namespace:
@@ -63,9 +67,11 @@ def main() -> int:
     subprocess.run([*fs, "gallery", "enroll-all", str(DATA / "videos/enroll"), "--pick", "largest", "--replace"],
                    cwd=ROOT, check=True)
     run = uuid.uuid4().hex[:6]
-    reset_groups_to_latest(args.bootstrap, {"facestream-detector": topics.FRAMES.name,
-                                            "facestream-embedder": topics.FACES.name,
-                                            "facestream-matcher": topics.EMBEDDINGS.name})
+    # the clients' security (TLS, SASL) from the same FACESTREAM_KAFKA_* settings the services read
+    access = replace(KafkaAccess.of(load(BaseConfig, [])), bootstrap=args.bootstrap)
+    reset_groups_to_latest(access, {"facestream-detector": topics.FRAMES.name,
+                                    "facestream-embedder": topics.FACES.name,
+                                    "facestream-matcher": topics.EMBEDDINGS.name})
     pipe = LocalPipeline(ROOT / ".run" / "demo" / run)
     thr = ["--threshold", str(args.threshold)] if args.threshold is not None else []
     events = None
@@ -75,7 +81,10 @@ def main() -> int:
             print("== starting detector, embedder, matcher (loading models)", flush=True)
             pipe.start("detector", wait_ready=False)
             pipe.start("embedder", "--threads", "1", wait_ready=False)
-            pipe.start("matcher", *thr, wait_ready=False)
+            # a visit of its own per run (else a second demo within the visit gap would announce nobody), and
+            # a short gap, so that the visit's end shows too
+            pipe.start("matcher", *thr, "--visit-prefix", f"facestream:demo-{run}:visits", "--visit-gap-s",
+                       str(VISIT_GAP_S), wait_ready=False)
             for svc in pipe.services:
                 pipe.wait_ready(svc)
             events = subprocess.Popen([*fs, "events", "--idle-exit-s", "3600"], cwd=ROOT)
@@ -86,11 +95,11 @@ def main() -> int:
                                 wait_ready=False)
             for svc in pipe.services:
                 print(f"   {svc.name:<12} metrics {svc.url}/metrics  health {svc.url}/healthz", flush=True)
-            print("== identity events (camera, name or unknown, score, track):", flush=True)
+            print("== identity events (one per visit, then its end):", flush=True)
             ingest.proc.wait(timeout=600)  # ends after the clip's frames (the RTSP stream replays on reconnect)
         pipe.wait_drained()
         elapsed = time.monotonic() - t_start - 4.0  # wait_drained's quiet period is not work
-        time.sleep(3)  # tracks of a camera gone quiet end (and get their final decision) after ~3 s
+        time.sleep(VISIT_GAP_S + 2)  # the camera's tracks end after ~3 s, its visits after the gap
         summary(pipe.services[:3], elapsed)
     finally:
         codes = pipe.stop()

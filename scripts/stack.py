@@ -1,236 +1,151 @@
-"""Start and stop the single-node Kafka broker (KRaft) and the Redis server facestream runs on.
+"""Start and stop the Kafka (KRaft) and Redis servers facestream runs on, plainly or secured.
 
-    python scripts/stack.py up|down|status
+    python scripts/stack.py up | down | status | stop-broker I | start-broker I
 
-Ports, data and logs are configurable through the environment (see `Ports`); everything lives under
-.run/stack. `up` is idempotent (a live PID file means "already running"), waits until the broker
-answers a metadata request and Redis a PING, creates the topics with their partition counts, and
-fails with the tail of the log when a server does not come up. `down` stops only the PIDs `up` wrote.
+`up` is idempotent (a live PID file means "already running"), waits until every broker is in the cluster
+metadata and Redis answers a PING, creates the topics, writes the client settings, and fails with the
+tail of the log when a server does not come up. `down` stops only the PIDs `up` wrote (every node, whatever
+the mode). `stop-broker I` SIGKILLs node I's JVM (a crash, for failover tests); `start-broker I` starts it
+again with the same config and data and waits until it is back in the metadata.
+
+The environment (all optional; `up` records what it used in $RUN/stack.json, and later commands read it):
+    FACESTREAM_RUN_DIR                 everything lives here (default .run/stack)
+    FACESTREAM_KAFKA_BROKERS           1 (default) or 3 combined broker+controller nodes
+    FACESTREAM_KAFKA_PORT              node 1's client port (9092); node i's is this + 2*(i-1)
+    FACESTREAM_KAFKA_CONTROLLER_PORT   node 1's controller port (client port + 1); node i's is this + 2*(i-1)
+    FACESTREAM_KAFKA_HEAP              JVM heap per node (512m for one node, 384m each for three)
+    FACESTREAM_KAFKA_SECURITY          plaintext (default) or sasl_ssl (SCRAM-SHA-512 over TLS; no plaintext)
+    FACESTREAM_REDIS_PORT              6379
+    FACESTREAM_REDIS_SECURITY          none (default) or acl_tls (TLS only, ACL users, `default` off)
+    FACESTREAM_START_TIMEOUT_S         how long a server may take to come up (90)
+    FACESTREAM_DEAD_LETTER_RETENTION_H retention of the dead-letter topic
+
+Files: $RUN/kafka/ (one node: data, kafka.pid, server.log) or $RUN/kafka/node-<i>/ (three); $RUN/redis/;
+$RUN/secrets/ (the CA, certificates, passwords: scripts/stack_secrets.py); $RUN/client.env, matcher.env and
+enroll.env, the FACESTREAM_* settings of a client (scripts/stack_env.py). The parts: stack_mode (modes and
+layout), stack_kafka, stack_redis, stack_secrets, stack_env, stack_proc (processes).
+
+Redis ACL users (acl_tls). Key patterns are globs in which `*` also matches ':', so `facestream:*` covers the
+default gallery prefix `facestream:gallery` and the tests' `facestream:test-<run>`:
+    default   off: an unauthenticated client can run nothing
+    admin     ~* &* +@all (this script's PING; client.env)
+    enroll    the gallery writer: read/write ~facestream:* (Redis has no "all but" pattern, so visits keys
+              too), publish to &facestream:*, +@read +@write +@transaction +@scripting +@connection +publish,
+              then -@dangerous (no KEYS, FLUSHALL, FLUSHDB, CONFIG, DEBUG, ...)
+    matcher   reads %R~facestream:*, reads and writes its visit state ~facestream:visits:* and
+              ~facestream:*:visits:* (e.g. facestream:test-<run>:visits:<camera>), subscribes to
+              &facestream:*; +@read +@connection +@transaction -@dangerous +subscribe +psubscribe +unsubscribe
+              +punsubscribe +ping +eval +evalsha +set +del +expire +pexpire +scan (@transaction: GalleryStore.load
+              reads in MULTI/EXEC). So no HSET or SADD at all, no DEL on gallery keys (DEL needs write access to
+              the key, and so does EVAL of a script declaring one), no FLUSHALL, CONFIG or KEYS.
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
+from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RUN = Path(os.environ.get("FACESTREAM_RUN_DIR", ROOT / ".run" / "stack"))
-KAFKA_LIBS = ROOT / ".run" / "kafka-libs"
-KAFKA_PORT = int(os.environ.get("FACESTREAM_KAFKA_PORT", "9092"))
-CONTROLLER_PORT = int(os.environ.get("FACESTREAM_KAFKA_CONTROLLER_PORT", str(KAFKA_PORT + 1)))
-REDIS_PORT = int(os.environ.get("FACESTREAM_REDIS_PORT", "6379"))
-KAFKA_HEAP = os.environ.get("FACESTREAM_KAFKA_HEAP", "512m")
-START_TIMEOUT_S = float(os.environ.get("FACESTREAM_START_TIMEOUT_S", "90"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SERVER_PROPERTIES = """\
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
-num.partitions=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=12
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
-log.retention.hours=24
-"""
+from scripts import stack_kafka, stack_redis  # noqa: E402
+from scripts.stack_mode import REDIS_DIR, RUN, SECRETS, Mode, current, kafka_pidfiles, recorded, record, resolve  # noqa: E402
+from scripts.stack_proc import kill_now, log, pid_alive, rss_mib, stop_all  # noqa: E402
 
-LOG4J2 = """\
-status = warn
-appender.file.type = File
-appender.file.name = FILE
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-logger.kafka.name = kafka
-logger.kafka.level = WARN
-logger.state.name = state.change.logger
-logger.state.level = WARN
-"""
+REDIS_PID = REDIS_DIR / "redis.pid"
 
 
-def log(msg: str) -> None:
-    print(f"[stack] {msg}", flush=True)
+def running_pids() -> list[int]:
+    return [pid for pf in [*kafka_pidfiles(), REDIS_PID] if (pid := pid_alive(pf))]
 
 
-def pid_alive(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
+def settle(mode: Mode) -> Mode:
+    """The mode `up` may start: one run folder holds one stack, so a running one is not reshaped (only its
+    heap is kept as it is), and a broker's data is not reused by another broker count or security (its
+    storage was formatted for them)."""
+    before = recorded()
+    if running_pids():
+        if before is None:  # started by an older stack.py: the single plaintext node
+            same = (mode.brokers, mode.kafka_security, mode.redis_security) == (1, "plaintext", "none")
+        else:
+            mode = replace(mode, heap=before.heap)
+            same = mode == before
+        if not same:
+            sys.exit(f"[stack] {RUN} runs another stack ({(before or Mode()).describe()}); "
+                     f"`scripts/stack.py down` it first or use another FACESTREAM_RUN_DIR")
+    old = before or Mode()
+    has_data = any((RUN / "kafka").glob("**/meta.properties"))
+    if has_data and (old.brokers, old.kafka_security) != (mode.brokers, mode.kafka_security):
+        sys.exit(f"[stack] {RUN}/kafka holds the data of {old.brokers} broker(s) with {old.kafka_security}; "
+                 f"remove it (`make clean` for the default folder) or use another FACESTREAM_RUN_DIR")
+    return mode
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def up() -> None:
+    from scripts.stack_env import write_env_files
+
+    mode = settle(resolve())
+    record(mode)
+    if mode != Mode():
+        log(f"mode: {mode.describe()}")
+    stack_redis.redis_up(mode)
+    stack_kafka.kafka_up(mode)
+    written = write_env_files(mode)
+    log(f"FACESTREAM_KAFKA_BOOTSTRAP={mode.bootstrap} FACESTREAM_REDIS_URL={stack_redis.url(mode)}")
+    log("client settings: " + ", ".join(str(p) for p in written)
+        + (f"; secrets in {SECRETS}" if mode.kafka_secure or mode.redis_secure else ""))
 
 
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return f"(no log at {path})"
+def node_name(pidfile: Path) -> str:
+    return "kafka" if pidfile.parent.name == "kafka" else f"kafka {pidfile.parent.name}"
 
 
-def fail(what: str, logfile: Path) -> None:
-    sys.exit(f"[stack] {what}\n--- last lines of {logfile} ---\n{tail(logfile)}")
+def down() -> None:
+    stop_all([(node_name(pf), pf) for pf in kafka_pidfiles()] or [("kafka", RUN / "kafka" / "kafka.pid")])
+    stop_all([("redis", REDIS_PID)])
 
 
-def wait_until(check, what: str, logfile: Path, pidfile: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last = ""
-    while time.monotonic() < deadline:
-        if pid_alive(pidfile) is None:
-            fail(f"{what}: the process exited during start", logfile)
-        try:
-            if check():
-                return
-        except Exception as e:  # not answering yet
-            last = f"{type(e).__name__}: {e}"
-        time.sleep(0.3)
-    fail(f"{what}: no answer within {START_TIMEOUT_S:.0f}s (last error: {last or 'none'})", logfile)
+def describe(name: str, pid: int | None, where: str) -> str:
+    if not pid:
+        return f"{name}: stopped"
+    rss = rss_mib(pid)
+    return f"{name}: running, pid {pid} on {where}" + (f", RSS {rss:.0f} MiB" if rss else "")
 
 
-# --- Redis ---------------------------------------------------------------------------------------
-def redis_ping() -> bool:
-    with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=1) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(16).startswith(b"+PONG")
+def status() -> None:
+    mode = current()
+    log(f"mode: {mode.describe()} ({RUN})")
+    for n in mode.nodes:
+        pidfile = stack_kafka.files(mode, n)[0]
+        log(describe(stack_kafka.name(mode, n), pid_alive(pidfile), f"127.0.0.1:{mode.client_port(n)}"))
+    log(describe("redis", pid_alive(REDIS_PID), f"127.0.0.1:{mode.redis_port}"))
 
 
-def redis_up() -> None:
-    d = RUN / "redis"
-    d.mkdir(parents=True, exist_ok=True)
-    pidfile, logfile = d / "redis.pid", d / "redis.log"
-    if pid_alive(pidfile):
-        log(f"redis already running (pid {pid_alive(pidfile)}) on 127.0.0.1:{REDIS_PORT}")
-        return
-    if port_open(REDIS_PORT):
-        sys.exit(f"[stack] port {REDIS_PORT} is taken by a process this script did not start; "
-                 f"set FACESTREAM_REDIS_PORT to another port")
-    # not --daemonize: we start it in its own session and keep its PID, as for Kafka
-    with open(d / "stdout.log", "ab") as out:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--daemonize", "no",
-             "--logfile", str(logfile), "--dir", str(d),
-             # durability for the gallery: append-only file, fsync every second
-             "--appendonly", "yes", "--save", ""],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    pidfile.write_text(str(proc.pid))
-    wait_until(redis_ping, "redis", logfile, pidfile)
-    log(f"redis up on 127.0.0.1:{REDIS_PORT} (pid {pid_alive(pidfile)})")
+def node_arg(argv: list[str]) -> int:
+    if len(argv) < 3 or not argv[2].isdigit():
+        sys.exit(f"usage: {argv[0]} {argv[1]} I (a node id, 1..brokers)")
+    return int(argv[2])
 
 
-# --- Kafka ---------------------------------------------------------------------------------------
-def java(main: str, *args: str, log4j: Path, heap: str = "256m") -> list[str]:
-    return ["java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{KAFKA_LIBS}/*", main, *args]
-
-
-def kafka_metadata_ok() -> bool:
-    from kafka import KafkaAdminClient  # in .venv; imported late so `down` needs nothing
-
-    admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{KAFKA_PORT}", request_timeout_ms=3000)
-    try:
-        return len(admin.describe_cluster()["brokers"]) == 1
-    finally:
-        admin.close()
-
-
-def create_topics() -> None:
-    sys.path.insert(0, str(ROOT))
-    from shared.kafka_admin import create_topics as create
-    from shared.topics import ALL
-
-    retention = {t.name: t.retention_ms for t in ALL}
-    hours = os.environ.get("FACESTREAM_DEAD_LETTER_RETENTION_H")
-    if hours:  # dead letters hold pixels: how long they stay is the operator's call
-        retention["dead-letter"] = int(float(hours) * 3600 * 1000)
-    create(f"127.0.0.1:{KAFKA_PORT}", {t.name: t.partitions for t in ALL}, retention_ms=retention)
-    log("topics: " + ", ".join(f"{t.name}({t.partitions})" for t in ALL))
-
-
-def kafka_up() -> None:
-    if not (KAFKA_LIBS / ".complete").exists():
-        sys.exit("[stack] the Kafka jars are missing: run `make setup` first")
-    d = RUN / "kafka"
-    data = d / "data"
-    d.mkdir(parents=True, exist_ok=True)
-    pidfile, logfile = d / "kafka.pid", d / "server.log"
-    if pid_alive(pidfile):
-        log(f"kafka already running (pid {pid_alive(pidfile)}) on 127.0.0.1:{KAFKA_PORT}")
-        create_topics()
-        return
-    for p in (KAFKA_PORT, CONTROLLER_PORT):
-        if port_open(p):
-            sys.exit(f"[stack] port {p} is taken by a process this script did not start; "
-                     f"set FACESTREAM_KAFKA_PORT (and _CONTROLLER_PORT) to free ports")
-    props, log4j = d / "server.properties", d / "log4j2.properties"
-    props.write_text(SERVER_PROPERTIES.format(port=KAFKA_PORT, controller=CONTROLLER_PORT, data=data))
-    log4j.write_text(LOG4J2.format(log=logfile))
-    if not (data / "meta.properties").exists():
-        cluster_id = subprocess.run(java("kafka.tools.StorageTool", "random-uuid", log4j=log4j),
-                                    check=True, capture_output=True, text=True).stdout.strip()
-        subprocess.run(java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                            log4j=log4j), check=True, capture_output=True, text=True)
-    with open(d / "stdout.log", "ab") as out:
-        proc = subprocess.Popen(java("kafka.Kafka", str(props), log4j=log4j, heap=KAFKA_HEAP),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    pidfile.write_text(str(proc.pid))
-    wait_until(kafka_metadata_ok, "kafka", logfile, pidfile)
-    log(f"kafka up on 127.0.0.1:{KAFKA_PORT} (pid {proc.pid})")
-    create_topics()
-
-
-def stop(name: str, pidfile: Path) -> None:
-    pid = pid_alive(pidfile)
-    if pid is None:
-        log(f"{name} not running")
-        pidfile.unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and pid_alive(pidfile):
-        time.sleep(0.2)
-    if pid_alive(pidfile):
-        os.kill(pid, signal.SIGKILL)
-    pidfile.unlink(missing_ok=True)
-    log(f"{name} stopped (pid {pid})")
+def stop_broker(node: int) -> None:
+    mode = current()
+    stack_kafka.check_node(mode, node)
+    kill_now(stack_kafka.name(mode, node), stack_kafka.files(mode, node)[0])
 
 
 def main(argv: list[str]) -> None:
     cmd = argv[1] if len(argv) > 1 else "status"
     if cmd == "up":
-        redis_up()
-        kafka_up()
-        log(f"FACESTREAM_KAFKA_BOOTSTRAP=127.0.0.1:{KAFKA_PORT} FACESTREAM_REDIS_URL=redis://127.0.0.1:{REDIS_PORT}/0")
+        up()
     elif cmd == "down":
-        stop("kafka", RUN / "kafka" / "kafka.pid")
-        stop("redis", RUN / "redis" / "redis.pid")
+        down()
     elif cmd == "status":
-        for name, pf in (("kafka", RUN / "kafka" / "kafka.pid"), ("redis", RUN / "redis" / "redis.pid")):
-            pid = pid_alive(pf)
-            log(f"{name}: {'running, pid ' + str(pid) if pid else 'stopped'}")
+        status()
+    elif cmd == "stop-broker":
+        stop_broker(node_arg(argv))
+    elif cmd == "start-broker":
+        stack_kafka.start_broker(current(), node_arg(argv))
     else:
-        sys.exit(f"usage: {argv[0]} up|down|status")
+        sys.exit(f"usage: {argv[0]} up|down|status|stop-broker I|start-broker I")
 
 
 if __name__ == "__main__":

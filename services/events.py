@@ -37,21 +37,29 @@ def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> EventsC
 
 
 def human(ev: IdentityEvent) -> str:
+    """One line per event: when (capture time of its latest face), camera, who, and what happened."""
     when = datetime.fromtimestamp(ev.last_seen).strftime("%H:%M:%S.%f")[:-3]
     who = ev.identity or "unknown"
+    if ev.kind == "visit-ended":
+        duration = ev.duration_s if ev.duration_s is not None else ev.last_seen - ev.first_seen
+        return (f"{when} {ev.camera_id:<12} {who:<24} visit ended after {duration:.0f} s, {ev.faces} faces "
+                f"(visit {ev.visit_id[:12]})")
     lat = f", {ev.event_ts - ev.last_seen:.2f}s after capture" if ev.event_ts else ""
-    return (f"{when} {ev.camera_id:<12} {who:<24} score {ev.score:.3f} (threshold {ev.threshold:.3f}) "
-            f"track {ev.track_id} faces {ev.faces}{lat}")
+    return (f"{when} {ev.camera_id:<12} {who:<24} {ev.kind} score {ev.score:.3f} (threshold {ev.threshold:.3f}) "
+            f"track {ev.track_id} faces {ev.faces}{lat} (visit {ev.visit_id[:12]})")
 
 
 def main(argv: list[str]) -> int:
     cfg = config(argv)
-    from kafka import KafkaConsumer
+    from shared.kafka_clients import KafkaAccess, make_consumer
 
-    # A group of its own: every subscriber sees every event; no offsets are committed.
-    consumer = KafkaConsumer(cfg.events_topic, bootstrap_servers=cfg.kafka_bootstrap,
-                             group_id=f"facestream-events-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
+    # A group of its own: every subscriber sees every event; no offsets are committed. read_committed: the
+    # matcher publishes in transactions, and an event of a batch it did not finish (it was killed) is never
+    # shown; the batch's events come once, from the matcher that reads it again.
+    consumer = make_consumer(KafkaAccess.of(cfg), f"facestream-events-{uuid.uuid4().hex[:8]}",
+                             "facestream-events", isolation_level="read_committed",
                              auto_offset_reset="earliest" if cfg.from_beginning else "latest")
+    consumer.subscribe([cfg.events_topic])
     last = time.monotonic()
     try:
         while cfg.idle_exit_s is None or time.monotonic() - last < cfg.idle_exit_s:

@@ -17,6 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.kafka_clients import Access, make_consumer
+
 ROOT = Path(__file__).resolve().parent.parent
 FACESTREAM = [sys.executable, "-m", "services.cli"]
 
@@ -158,14 +160,14 @@ def clip_frames(clip: Path, fps_cap: float) -> int:
     return max(1, int(count * min(1.0, fps_cap / fps)))
 
 
-def reset_groups_to_latest(bootstrap: str, groups: dict[str, str]) -> None:
+def reset_groups_to_latest(access: Access, groups: dict[str, str]) -> None:
     """Commit the end offsets of each group's topic ({group: topic}): the group starts from now, as
     `kafka-consumer-groups --reset-offsets --to-latest` would do; messages left by earlier runs are skipped."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata
 
     for group, topic in groups.items():
-        c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        c = make_consumer(access, group, "facestream-reset")
         try:
             parts = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
             ends = c.end_offsets(parts)

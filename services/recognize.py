@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     from services.matcher.gallery_store import GalleryStore
     from services.redis_access import UNREACHABLE, unreachable
 
-    store = GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix)
+    store = GalleryStore.for_config(cfg, cfg.gallery_prefix)
     try:
         return recognize(cfg, args.image, store)
     except UNREACHABLE as e:

@@ -54,7 +54,19 @@ def setting(default: Any, help: str, *, ge: float | None = None, le: float | Non
 class BaseConfig:
     """What every facestream process reads."""
     kafka_bootstrap: str = setting(DEFAULT_KAFKA, "Kafka bootstrap servers, host:port[,host:port]")
-    redis_url: str = setting(DEFAULT_REDIS, "Redis URL of the gallery")
+    kafka_security: str = setting("plaintext", "how clients reach Kafka: plaintext, ssl (TLS) or sasl_ssl (TLS and a "
+                                  "SCRAM login)", choices=("plaintext", "ssl", "sasl_ssl"))
+    kafka_sasl_mechanism: str = setting("SCRAM-SHA-512", "SASL mechanism of the login",
+                                        choices=("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"))
+    kafka_user: str = setting("", "Kafka user (SASL)")
+    kafka_password: str = setting("", "Kafka password (SASL); give it as FACESTREAM_KAFKA_PASSWORD_FILE")
+    kafka_ca_file: str = setting("", "PEM file of the CA that signed the brokers' certificates (default: the "
+                                 "system's CAs)")
+    kafka_check_hostname: bool = setting(True, "check that a broker's certificate names its host")
+    redis_url: str = setting(DEFAULT_REDIS, "Redis URL of the gallery (rediss:// for TLS)")
+    redis_user: str = setting("", "Redis ACL user (default: the URL's, else `default`)")
+    redis_password: str = setting("", "Redis password; give it as FACESTREAM_REDIS_PASSWORD_FILE")
+    redis_ca_file: str = setting("", "PEM file of the CA that signed Redis's certificate (rediss://)")
     log_level: str = setting("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 

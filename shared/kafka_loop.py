@@ -2,7 +2,10 @@
 
 Delivery is at-least-once. Offsets are committed only after the broker acknowledged every output of
 the batch (auto-commit is off), so a worker killed anywhere in the loop loses nothing: its partitions
-go to another member, which reads again from the last commit.
+go to another member, which reads again from the last commit. A stage that asks for it
+(`Stage.transactional`: the matcher) publishes a batch's outputs and commits its offsets in one Kafka
+transaction instead (shared/kafka_transactions.py), so that read_committed consumers see each output
+once; what it keeps outside Kafka it writes in `Stage.committed`, after the commit.
 
 Bad input costs one dead letter, never the process. A message that cannot be decoded, that the stage
 names as invalid (`shared.stage.InvalidMessage`, returned or raised with its index), or whose processing
@@ -24,33 +27,18 @@ from typing import Any, Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
-from shared import metrics, topics
+from shared import kafka_transactions, metrics, topics
+from shared.kafka_clients import DELIVERY_TIMEOUT_S, make_consumer, make_producer, security_of
 from shared.membership import Membership, partitions_owned_by_others, wait_for_topic
 from shared.schemas import DEAD_LETTER_MAX_BYTES, dead_letter
 from shared.stage import InvalidMessage, Output, Stage, handle
 
 log = logging.getLogger(__name__)
-
-
-def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
-    # metrics_enabled=False: the services export their own Prometheus metrics, and kafka-python's
-    # built-in client metrics cost 3-11% of producer time (bench/results/profiles.json).
-    conf = dict(bootstrap_servers=bootstrap, client_id=client_id, acks="all", linger_ms=5,
-                retries=5, request_timeout_ms=30_000, max_block_ms=30_000, metrics_enabled=False)
-    conf.update(overrides)
-    return KafkaProducer(**conf)
-
-
-def make_consumer(bootstrap: str, group_id: str, client_id: str, **overrides: Any) -> KafkaConsumer:
-    conf = dict(bootstrap_servers=bootstrap, group_id=group_id, client_id=client_id,
-                enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=10_000, heartbeat_interval_ms=3_000, max_poll_interval_ms=300_000,
-                metrics_enabled=False)
-    conf.update(overrides)
-    return KafkaConsumer(**conf)
+# the clients' factories live in shared.kafka_clients; the loop's callers find them here too
+__all__ = ["StopFlag", "close", "make_consumer", "make_producer", "poll_batch", "run_stage"]
 
 
 class StopFlag:
@@ -128,16 +116,23 @@ def poll_batch(consumer: KafkaConsumer, max_size: int, max_wait_ms: int, idle_ms
     return out
 
 
-def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *, max_batch_size: int,
-              max_batch_wait_ms: int, health: metrics.Health, stop: StopFlag | None = None,
+def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer | kafka_transactions.Producers, *,
+              max_batch_size: int, max_batch_wait_ms: int, health: metrics.Health, stop: StopFlag | None = None,
               max_invalid_ratio: float = 0.5, max_batches: int | None = None,
               dead_letter_max_bytes: int = DEAD_LETTER_MAX_BYTES) -> int:
-    """Run until `stop` is set (or `max_batches` batches, for tests); return the number of inputs handled."""
+    """Run until `stop` is set (or `max_batches` batches, for tests); return the number of inputs handled.
+    A transactional stage may be given `Producers` (a producer and how to make another): a transaction whose
+    coordinator stopped answering (a broker lost) is then abandoned with its producer, and the batch read
+    again through a new one, instead of stopping the process."""
+    producers = producer if isinstance(producer, kafka_transactions.Producers) else \
+        kafka_transactions.Producers(producer)
     stop = StopFlag() if stop is None else stop  # (not `or`: an unset flag is falsy)
     listener = _Assignment(stage.name, health)
     consumer.subscribe([stage.input_topic], listener=listener)
     n_partitions = wait_for_topic(consumer, stage.input_topic, lambda: bool(stop), health.beat)
     membership = _membership(consumer, stage, health, listener, n_partitions)
+    if stage.transactional:
+        kafka_transactions.init(producers.producer)
     invalid = _InvalidRatio(max_invalid_ratio)
     handled, batches, last_lag = 0, 0, 0.0
     while not stop and (max_batches is None or batches < max_batches):
@@ -146,7 +141,7 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
         health.beat()
         if not records:
             if stage.idle is not None:
-                _produce(producer, stage.name, stage.idle())
+                _publish(stage, consumer, producers, stage.idle(), [])
             continue
         batches += 1
         metrics.MESSAGES_IN.labels(stage.name, stage.input_topic).inc(len(records))
@@ -165,8 +160,7 @@ def run_stage(stage: Stage, consumer: KafkaConsumer, producer: KafkaProducer, *,
                 outputs.extend(res)
                 invalid.add(False)
 
-        _produce(producer, stage.name, outputs)  # every output acknowledged...
-        _commit(consumer, records, stage.name)  # ...before the inputs are committed
+        _publish(stage, consumer, producers, outputs, records)
         handled += len(records)
         if time.monotonic() - last_lag > 5:
             _report_lag(consumer, stage.name)
@@ -179,6 +173,7 @@ def _membership(consumer: KafkaConsumer, stage: Stage, health: metrics.Health, l
                 n_partitions: int) -> Membership:
     group = consumer.config["group_id"]
     bootstrap = consumer.config["bootstrap_servers"]
+    security = security_of(consumer.config)
 
     def rejoin() -> None:
         consumer.unsubscribe()
@@ -186,7 +181,67 @@ def _membership(consumer: KafkaConsumer, stage: Stage, health: metrics.Health, l
 
     return Membership(consumer, stage.name, stage.input_topic, group, health, rejoin,
                       owned_elsewhere=lambda: partitions_owned_by_others(bootstrap, group, stage.input_topic,
-                                                                         n_partitions))
+                                                                         n_partitions, **security))
+
+
+def _publish(stage: Stage, consumer: KafkaConsumer, producers: kafka_transactions.Producers, outputs: list[Output],
+             records: Sequence) -> None:
+    """Every output acknowledged before the inputs are committed; in one transaction for a transactional
+    stage. Then `stage.committed`, so that what the stage keeps outside Kafka follows what consumers see."""
+    producer = producers.producer
+    if not stage.transactional:
+        _produce(producer, stage.name, outputs)
+        if records:
+            _commit(consumer, records, stage.name)
+    elif outputs or records:
+        try:
+            kafka_transactions.publish_and_commit(producer, consumer, [(o.topic, o.key, o.value) for o in outputs],
+                                                  _next_offsets(records))
+        except kafka_transactions.GROUP_MOVED as e:
+            # Outputs discarded, offsets not committed: the partitions' owner reads the batch again. This
+            # process forgets what the batch taught it (`stage.aborted`) and reads again from the commit.
+            log.warning("%s: the group rebalanced during a transaction; aborted, reading again: %s", stage.name, e)
+            kafka_transactions.abort(producer)
+            _rewind(consumer, records)
+            if stage.aborted is not None:
+                stage.aborted()
+            return
+        except KafkaTimeoutError as e:
+            if not producers.renew(e):  # no other producer to be had: a dependency fault, the process exits
+                raise
+            # The old transaction is aborted by the new producer's init (same id, next epoch); nothing of the
+            # batch was committed, so it is read again, and the stage forgets it as after a rebalance.
+            _rewind(consumer, records)
+            if stage.aborted is not None:
+                stage.aborted()
+            return
+        producers.succeeded()
+        for o in outputs:
+            metrics.MESSAGES_OUT.labels(stage.name, o.topic).inc()
+        if records:
+            metrics.COMMITS.labels(stage.name).inc()
+    if stage.committed is not None:
+        stage.committed()
+
+
+def _next_offsets(records: Sequence) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for rec in records:
+        tp = TopicPartition(rec.topic, rec.partition)
+        offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+    return offsets
+
+
+def _rewind(consumer: KafkaConsumer, records: Sequence) -> None:
+    """Seek the partitions still ours back to the batch's first offsets."""
+    first: dict[TopicPartition, int] = {}
+    for rec in records:
+        tp = TopicPartition(rec.topic, rec.partition)
+        first[tp] = min(first.get(tp, rec.offset), rec.offset)
+    owned = consumer.assignment()
+    for tp, off in first.items():
+        if tp in owned:
+            consumer.seek(tp, off)
 
 
 def _produce(producer: KafkaProducer, stage: str, outputs: list[Output]) -> None:
@@ -196,7 +251,7 @@ def _produce(producer: KafkaProducer, stage: str, outputs: list[Output]) -> None
     futures = [(o.topic, producer.send(o.topic, key=o.key, value=o.value)) for o in outputs]
     producer.flush()
     for topic, fut in futures:
-        fut.get(timeout=30)
+        fut.get(timeout=DELIVERY_TIMEOUT_S + 5)  # the producer gives up first, with its own reason
         metrics.MESSAGES_OUT.labels(stage, topic).inc()
 
 
@@ -209,10 +264,7 @@ def _dlq(stage: str, max_bytes: int, rec: Any, reason: str) -> Output:
 
 
 def _commit(consumer: KafkaConsumer, records: Sequence, stage: str) -> None:
-    offsets: dict[TopicPartition, int] = {}
-    for rec in records:
-        tp = TopicPartition(rec.topic, rec.partition)
-        offsets[tp] = max(offsets.get(tp, -1), rec.offset + 1)
+    offsets = _next_offsets(records)
     try:
         consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
         metrics.COMMITS.labels(stage).inc()
@@ -235,6 +287,10 @@ def _report_lag(consumer: KafkaConsumer, stage: str) -> None:
 
 
 def close(consumer: KafkaConsumer, producer: KafkaProducer) -> None:
-    producer.flush()
+    """Bounded: a transactional producer whose commit failed may never finish a flush."""
+    try:
+        producer.flush(timeout=10)
+    except Exception as e:  # noqa: BLE001 (what was not sent is not committed: it is read again)
+        log.warning("close: the producer did not flush within 10 s: %s", e)
     producer.close(timeout=10)
     consumer.close(autocommit=False)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from kafka.structs import MemberState
 
@@ -124,14 +124,15 @@ class Membership:
         self.rejoin_fn()
 
 
-def partitions_owned_by_others(bootstrap: str, group_id: str, topic: str, n_partitions: int) -> bool:
+def partitions_owned_by_others(bootstrap: str, group_id: str, topic: str, n_partitions: int,
+                               **security: Any) -> bool:
     """Whether the group is Stable and its members hold every partition of `topic` (so holding none is
     right: more members than partitions). kafka-python 3's `describe_groups` answers plain dicts."""
     from kafka import KafkaAdminClient
 
     admin = None
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **security)
         desc = admin.describe_groups([group_id]).get(group_id) or {}
         if desc.get("group_state") != "Stable":
             return False

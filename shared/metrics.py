@@ -80,6 +80,8 @@ GALLERY_SYNCED = Gauge("facestream_gallery_synced_timestamp_seconds",
 DEPENDENCY_UP = Gauge("facestream_dependency_up",
                       "1 while the process reaches the dependency, 0 while it serves without it and retries",
                       ["dependency"])
+VISIT_WRITES_PENDING = Gauge("facestream_visit_writes_pending",
+                             "Visits decided and committed to Kafka whose state is not yet written to Redis")
 
 
 class Health:

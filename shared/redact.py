@@ -53,8 +53,10 @@ def url_secrets(url: str) -> set[str]:
 class Redactor:
     """Masks URLs in any text, and every known secret of at least MIN_SECRET_CHARS characters."""
 
-    def __init__(self, sources: Iterable[str] = ()):
-        secrets = {s for src in sources for s in url_secrets(src) if len(s) >= MIN_SECRET_CHARS}
+    def __init__(self, sources: Iterable[str] = (), secrets: Iterable[str] = ()):
+        """`sources`: URLs whose secrets are masked; `secrets`: plain secrets (a password from a file)."""
+        secrets = {s for src in sources for s in url_secrets(src)} | {s for s in secrets if s}
+        secrets = {s for s in secrets if len(s) >= MIN_SECRET_CHARS}
         # longest first, so that a secret containing another is replaced whole
         self._secret = re.compile("|".join(map(re.escape, sorted(secrets, key=len, reverse=True)))) \
             if secrets else None

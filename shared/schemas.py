@@ -2,7 +2,7 @@
 
 frames, faces and embeddings travel as msgpack maps with binary payloads as bytes (JPEG for images,
 little-endian float32 for vectors). identity-events travel as JSON because other programs subscribe to
-them; their language-neutral schema is `shared/identity-event.v1.schema.json`.
+them; their language-neutral schema is `shared/identity-event.v2.schema.json` (v1, still read, beside it).
 Each map carries `v` (schema version); a decoder accepts the versions it knows and rejects the rest.
 
 Versions. frames/v2, faces/v2 and embeddings/v2 add `session` to their v1 fields: the id ingest chose when it
@@ -10,6 +10,10 @@ started the camera (a ULID, 26 characters; any printable string of at most 64 ch
 none). `seq` counts from 0 per (camera, session) without gaps, so `(camera_id, session, seq)` names one frame
 for good, across ingest restarts, and faces and embeddings carry the session of their frame. Encoders write
 v2; decoders read v1 too, as session "" (a v1 producer restarted counts seq from 0 again under the same key).
+embeddings/v3 adds each face's quality as the detector measured it (`face_size`, `sharpness`), so that the
+matcher weighs its vote; v1 and v2 read as quality unknown (None), which weighs like a clear face.
+identity-event/v2 announces a person once per visit (`kind`, `visit_id`) and ends the visit (`visit-ended`);
+v1 events read as kind identified/unknown with their event id as visit id.
 """
 from __future__ import annotations
 
@@ -175,12 +179,28 @@ class FrameFaces:
                    status, _session(o, k))
 
 
-# --- embeddings/v2 (reads v1) ----------------------------------------------------------------------
+# --- embeddings/v3 (reads v1, v2) -----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class EmbeddedFace:
     bbox: tuple[float, float, float, float]
     prob: float
     embedding: np.ndarray  # float32, L2-normalized, shape (dim,)
+    # The detector's quality measures of the face (faces schema: face_size, blur), carried for the matcher's
+    # weighted votes. None: not measured (an embeddings/v1 or v2 producer), which weighs as a clear face.
+    face_size: float | None = None  # shorter side of the box, pixels
+    sharpness: float | None = None  # variance of the Laplacian of the aligned crop (DetectedFace.blur)
+
+
+def _quality(f: dict, key: str, kind: str) -> float | None:
+    """A v3 face's quality field: a finite number >= 0, or nil for "not measured"."""
+    if key not in f:
+        raise SchemaError(f"{kind}: missing field {key!r}")
+    if f[key] is None:
+        return None
+    val = _get(f, key, float, kind)
+    if val < 0:
+        raise SchemaError(f"{kind}: field {key!r} is negative")
+    return val
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,19 +213,19 @@ class FrameEmbeddings:
     model_version: str
     faces: tuple[EmbeddedFace, ...]
     session: str = ""  # the frame's session, passed through
-    VERSION = 2
+    VERSION = 3
 
     def encode(self) -> bytes:
-        faces = [{"bbox": list(f.bbox), "prob": f.prob,
+        faces = [{"bbox": list(f.bbox), "prob": f.prob, "face_size": f.face_size, "sharpness": f.sharpness,
                   "embedding": np.asarray(f.embedding, dtype="<f4").tobytes()} for f in self.faces]
-        return msgpack.packb({"v": 2, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
+        return msgpack.packb({"v": 3, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
                               "capture_ts": self.capture_ts, "width": self.width, "height": self.height,
                               "model_version": self.model_version, "faces": faces})
 
     @classmethod
     def decode(cls, raw: bytes) -> "FrameEmbeddings":
         k = "embeddings"
-        o = _unpack(raw, k, (1, 2))
+        o = _unpack(raw, k, (1, 2, 3))
         faces = []
         for f in _get(o, "faces", list, k):
             if not isinstance(f, dict):
@@ -216,32 +236,52 @@ class FrameEmbeddings:
             vec = np.frombuffer(blob, dtype="<f4")
             if not np.all(np.isfinite(vec)):
                 raise SchemaError(f"{k}: embedding holds NaN or infinity")
-            faces.append(EmbeddedFace(_floats(f, "bbox", 4, k), _get(f, "prob", float, k), vec))
+            size, sharp = (_quality(f, "face_size", k), _quality(f, "sharpness", k)) if o["v"] >= 3 else (None, None)
+            faces.append(EmbeddedFace(_floats(f, "bbox", 4, k), _get(f, "prob", float, k), vec, size, sharp))
         return cls(_camera(o, k), _get(o, "seq", int, k), _get(o, "capture_ts", float, k),
                    _get(o, "width", int, k), _get(o, "height", int, k), _get(o, "model_version", str, k),
                    tuple(faces), _session(o, k))
 
 
-# --- identity-events/v1 (JSON) ---------------------------------------------------------------------
+# --- identity-events/v2 (JSON; reads v1) ----------------------------------------------------------
+EVENT_KINDS = ("identified", "unknown", "visit-ended")
+MAX_ID_CHARS = 128
+
+
 @dataclass(frozen=True, slots=True)
 class IdentityEvent:
-    """Published once per track when it is identified, or confirmed unknown (identity None)."""
+    """What the matcher publishes, documented in shared/identity-event.v2.schema.json: a person's visit to a
+    camera announced once (kind "identified"; "unknown" for a track of nobody enrolled, one per track) and
+    ended once (kind "visit-ended", with the same visit_id). For an announcement, first_seen, last_seen and
+    faces describe the deciding track; for visit-ended, the whole visit."""
     event_id: str
     camera_id: str
-    track_id: str
+    track_id: str  # the track that announced the visit
     identity: str | None
-    score: float  # cosine similarity of the track's vote winner, in [-1, 1]
+    score: float  # cosine similarity of the track's vote winner (weighted mean), in [-1, 1]
     threshold: float
-    first_seen: float  # capture time of the track's first face, epoch seconds
+    first_seen: float  # capture time of the track's (visit-ended: the visit's) first face, epoch seconds
     last_seen: float
     bbox: tuple[float, float, float, float]  # last box, frame pixels
     model_version: str
-    faces: int = 0  # faces the decision rests on
+    faces: int = 0  # faces the decision rests on; visit-ended: faces seen in the visit
     event_ts: float = 0.0  # when the matcher published it
-    schema: str = field(default="identity-event/v1")
+    kind: str = ""  # one of EVENT_KINDS; "" means identified or unknown, from `identity`
+    visit_id: str = ""  # "" means event_id
+    duration_s: float | None = None  # visit-ended only: last_seen - first_seen of the visit
+    schema: str = field(default="identity-event/v2")  # the version it was read as; encode writes v2
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", "identified" if self.identity is not None else "unknown")
+        if not self.visit_id:  # an event of its own visit, as every v1 event was
+            object.__setattr__(self, "visit_id", self.event_id)
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"identity event kind {self.kind!r} is not one of {EVENT_KINDS}")
 
     def encode(self) -> bytes:
         d = asdict(self)
+        d["schema"] = "identity-event/v2"
         d["bbox"] = [round(x, 1) for x in self.bbox]
         if not math.isfinite(d["score"]):  # an empty gallery scores -inf: JSON has no infinity
             d["score"] = -1.0
@@ -254,15 +294,31 @@ class IdentityEvent:
             o = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise SchemaError(f"{k}: not JSON ({type(e).__name__})") from None
-        if not isinstance(o, dict) or o.get("schema") != "identity-event/v1":
-            raise SchemaError(f"{k}: not an identity-event/v1 object")
+        if not isinstance(o, dict) or o.get("schema") not in ("identity-event/v1", "identity-event/v2"):
+            raise SchemaError(f"{k}: not an identity-event/v1 or v2 object")
         ident = o.get("identity")
         if ident is not None and not isinstance(ident, str):
             raise SchemaError(f"{k}: identity must be a string or null")
-        return cls(_get(o, "event_id", str, k), _camera(o, k), _get(o, "track_id", str, k), ident,
+        event_id = _get(o, "event_id", str, k)
+        if o["schema"] == "identity-event/v1":
+            kind, visit_id, duration = ("identified" if ident is not None else "unknown"), event_id, None
+        else:
+            kind, visit_id = _get(o, "kind", str, k), _get(o, "visit_id", str, k)
+            if kind not in EVENT_KINDS:
+                raise SchemaError(f"{k}: unknown kind {kind!r} (known: {EVENT_KINDS})")
+            if not visit_id or len(visit_id) > MAX_ID_CHARS or not visit_id.isprintable():
+                raise SchemaError(f"{k}: visit_id must be 1 to {MAX_ID_CHARS} printable characters")
+            if (kind == "identified") != (ident is not None) and kind != "visit-ended":
+                raise SchemaError(f"{k}: a {kind} event with identity {ident!r}")
+            duration = None
+            if kind == "visit-ended":
+                duration = _get(o, "duration_s", float, k)
+                if duration < 0:
+                    raise SchemaError(f"{k}: negative duration_s")
+        return cls(event_id, _camera(o, k), _get(o, "track_id", str, k), ident,
                    _get(o, "score", float, k), _get(o, "threshold", float, k), _get(o, "first_seen", float, k),
                    _get(o, "last_seen", float, k), _floats(o, "bbox", 4, k), _get(o, "model_version", str, k),
-                   _get(o, "faces", int, k), _get(o, "event_ts", float, k))
+                   _get(o, "faces", int, k), _get(o, "event_ts", float, k), kind, visit_id, duration, o["schema"])
 
 
 # --- dead-letter (JSON) ----------------------------------------------------------------------------

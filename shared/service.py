@@ -11,6 +11,8 @@ from typing import Callable, Protocol
 from shared import kafka_loop, metrics
 from shared.stage import Stage
 from shared.config import StageConfig, describe
+from shared.kafka_clients import KafkaAccess
+from shared.kafka_transactions import Producers
 from shared.redact import Redactor, redact_logging
 
 log = logging.getLogger("facestream")
@@ -40,6 +42,22 @@ def start_metrics(stage: str, cfg: MetricsSettings) -> metrics.Health:
     return health
 
 
+def transactional(stage: Stage, cfg: StageConfig) -> dict:
+    """The producer settings of a transactional stage. Two live producers must never share an id (the
+    broker fences the older: it exits), so the default is the host and the process id: unique on one
+    machine, and stable for a container restarted in its pod (same hostname, pid 1), which then fences
+    its killed predecessor and aborts its open transaction at once. A process with another id waits
+    `transaction_timeout_ms` for the broker to abort it instead, and read_committed consumers of its
+    outputs wait as long. Zombie members are fenced by their group generation (KIP-447), not by the id."""
+    if not stage.transactional:
+        return {}
+    tid = getattr(cfg, "transactional_id", "") or f"facestream-{stage.name}-{socket.gethostname()}-{os.getpid()}"
+    # request_timeout_ms: kafka-python's sender waits that long for a dead coordinator before it looks for the
+    # new one; its default (20 s here) and one more round trip would not fit in a step's deadline
+    return {"transactional_id": tid, "transaction_timeout_ms": int(getattr(cfg, "transaction_timeout_ms", 60_000)),
+            "request_timeout_ms": 10_000}
+
+
 def run_consumer_service(stage_name: str, cfg: StageConfig,
                          build: Callable[[metrics.Health, kafka_loop.StopFlag], Stage | None]) -> int:
     """Run a consuming stage until SIGTERM/SIGINT; return the process exit status.
@@ -49,7 +67,8 @@ def run_consumer_service(stage_name: str, cfg: StageConfig,
     says not ready) and return None when `stop` was set meanwhile: SIGTERM during start-up is a clean exit."""
     setup_logging(cfg.log_level)
     # every line masked: a library may echo a URL (a Redis client's error, the broker's address) whole
-    redact_logging(Redactor([cfg.redis_url, cfg.kafka_bootstrap]))
+    redact_logging(Redactor([cfg.redis_url, cfg.kafka_bootstrap], secrets=[cfg.kafka_password, cfg.redis_password]))
+    access = KafkaAccess.of(cfg)
     log.info("%s: starting with %s", stage_name, describe(cfg))
     health = start_metrics(stage_name, cfg)
     stop = kafka_loop.StopFlag().install()
@@ -58,11 +77,15 @@ def run_consumer_service(stage_name: str, cfg: StageConfig,
         log.info("%s: stopped before it was ready", stage_name)
         metrics.UP.labels(stage_name).set(0)
         return 0
-    consumer = kafka_loop.make_consumer(cfg.kafka_bootstrap, cfg.group_id or f"facestream-{stage_name}",
-                                        client_id(stage_name), max_poll_records=cfg.max_batch_size)
-    producer = kafka_loop.make_producer(cfg.kafka_bootstrap, client_id(stage_name))
+    # read_committed: a transactional producer's aborted batch is never read (for the others it changes nothing)
+    consumer = kafka_loop.make_consumer(access, cfg.group_id or f"facestream-{stage_name}", client_id(stage_name),
+                                        max_poll_records=cfg.max_batch_size, isolation_level="read_committed")
+    producer = kafka_loop.make_producer(access, client_id(stage_name), **transactional(stage, cfg))
+    producers = Producers(producer, (lambda: kafka_loop.make_producer(access, client_id(stage_name),
+                                                                      **transactional(stage, cfg)))
+                          if stage.transactional else None)
     try:
-        n = kafka_loop.run_stage(stage, consumer, producer, max_batch_size=cfg.max_batch_size,
+        n = kafka_loop.run_stage(stage, consumer, producers, max_batch_size=cfg.max_batch_size,
                                  max_batch_wait_ms=cfg.max_batch_wait_ms, health=health, stop=stop,
                                  max_invalid_ratio=cfg.max_invalid_ratio,
                                  dead_letter_max_bytes=cfg.dead_letter_max_bytes)
@@ -70,4 +93,4 @@ def run_consumer_service(stage_name: str, cfg: StageConfig,
         return 0
     finally:
         metrics.UP.labels(stage_name).set(0)
-        kafka_loop.close(consumer, producer)
+        kafka_loop.close(consumer, producers.producer)

@@ -61,6 +61,15 @@ class Stage(Generic[In]):
     # Called when a poll brings nothing (at most every 200 ms): for work driven by time rather than input,
     # such as ending the matcher's tracks when a camera goes quiet. Its outputs have no offsets to commit.
     idle: Callable[[], list[Output]] | None = None
+    # Publish a batch's outputs and commit its input offsets in one Kafka transaction: a consumer reading
+    # read_committed sees each output once, even when the process dies mid-batch (the matcher's events).
+    transactional: bool = False
+    # Called after a batch's (or an idle call's) outputs and offsets are committed, never before: state
+    # kept outside Kafka (the matcher's visits in Redis) is written only for what consumers can now see.
+    committed: Callable[[], None] | None = None
+    # Called when a transaction was aborted because the group moved on mid-batch: the stage forgets what it
+    # learnt since the last commit (the batch is read again, here or by the partition's new owner).
+    aborted: Callable[[], None] | None = None
 
 
 def per_item(fn: Callable[[], list[Output]]) -> Result:

@@ -20,8 +20,8 @@ class Topic:
 
 FRAMES = Topic("frames", 12, 10 * 60 * 1000, "JPEG frames from ingest (msgpack, schema frames/v2)")
 FACES = Topic("faces", 12, 10 * 60 * 1000, "aligned face crops per frame (msgpack, schema faces/v2)")
-EMBEDDINGS = Topic("embeddings", 12, 60 * 60 * 1000, "L2-normalized embeddings per frame (msgpack, embeddings/v2)")
-IDENTITY_EVENTS = Topic("identity-events", 6, 7 * 24 * 3600 * 1000, "one event per identified track (JSON)")
+EMBEDDINGS = Topic("embeddings", 12, 60 * 60 * 1000, "L2-normalized embeddings per frame (msgpack, embeddings/v3)")
+IDENTITY_EVENTS = Topic("identity-events", 6, 7 * 24 * 3600 * 1000, "one event per visit, and its end (JSON, identity-event/v2)")
 # Dead letters carry the original bytes (frames, crops: pixels), so they are kept one day by default, long
 # enough to look into a burst; `make up` takes FACESTREAM_DEAD_LETTER_RETENTION_H, Kubernetes the KafkaTopic.
 DEAD_LETTER = Topic("dead-letter", 3, 24 * 3600 * 1000, "messages no stage could use, with the reason (JSON)")

@@ -60,14 +60,14 @@ def make_topic(kafka_bootstrap):
 
 
 def consume_all(bootstrap: str, topic: str, *, group_id: str | None = None, expect: int | None = None,
-                timeout_s: float = 20.0, commit: bool = False) -> list:
+                timeout_s: float = 20.0, commit: bool = False, isolation_level: str = "read_uncommitted") -> list:
     """Read a topic from its start (or a group's committed offsets) until `expect` records or a quiet timeout."""
     import time
 
     from kafka import KafkaConsumer
 
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group_id, auto_offset_reset="earliest",
-                      enable_auto_commit=False)
+                      enable_auto_commit=False, isolation_level=isolation_level)
     out: list = []
     deadline = time.monotonic() + timeout_s
     try:

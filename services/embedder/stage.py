@@ -70,7 +70,8 @@ def make_process(embed: Callable[[np.ndarray], np.ndarray], input_size: int, mod
                 continue
             faces = []
             for face in f.faces:
-                faces.append(EmbeddedFace(face.bbox, face.prob, vectors[i]))
+                # the detector's quality measures travel on: the matcher weighs each face's vote by them
+                faces.append(EmbeddedFace(face.bbox, face.prob, vectors[i], face.face_size, face.blur))
                 i += 1
             result = FrameEmbeddings(f.camera_id, f.seq, f.capture_ts, f.width, f.height, model_version, tuple(faces),
                                      session=f.session)

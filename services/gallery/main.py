@@ -129,7 +129,7 @@ def people_folders(root: str, skip_bad: bool) -> tuple[list[tuple[str, Path]], i
 
 
 def run(cfg: GalleryConfig, args: argparse.Namespace) -> int:
-    store = GalleryStore.from_url(cfg.redis_url, cfg.gallery_prefix)
+    store = GalleryStore.for_config(cfg, cfg.gallery_prefix)
     if args.cmd == "enroll":
         name = check_name(args.name)
         store.ping()  # before the models load: a missing Redis costs a second, not the photos' work

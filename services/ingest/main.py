@@ -31,6 +31,7 @@ from services.ingest.config import IngestConfig, load_cameras
 from shared.redact import Redactor, mask_url, redact_logging
 from shared import kafka_loop, metrics
 from shared.config import describe, load
+from shared.kafka_clients import KafkaAccess
 from shared.schemas import Frame
 from shared.service import client_id, setup_logging, start_metrics
 
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg: IngestConfig = load(IngestConfig, argv, prog="facestream ingest")
     setup_logging(cfg.log_level)
     cameras = load_cameras(cfg)  # a bad camera stops us here, before anything connects
-    redact_logging(Redactor(c.source for c in cameras))  # every line this process logs, its libraries' too
+    # every line this process logs, its libraries' too
+    redact_logging(Redactor([*(c.source for c in cameras), cfg.kafka_bootstrap],
+                            secrets=[cfg.kafka_password, cfg.redis_password]))
     # Read by OpenCV's FFmpeg at every open, in every camera's process; an operator's own setting wins.
     # fpsprobesize 0: FFmpeg otherwise decodes ~20 frames at open to guess a frame rate that the stream
     # description already gives, then hands them over in a burst with one capture time (0.8 s of video
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     # large: kafka-python's 16 kB default closes a batch per frame, one round trip each (4.6x slower at
     # 640x360, bench/results/kafka.json).
     try:
-        producer = kafka_loop.make_producer(cfg.kafka_bootstrap, client_id(STAGE),
+        producer = kafka_loop.make_producer(KafkaAccess.of(cfg), client_id(STAGE),
                                             max_request_size=cfg.max_frame_bytes + 65_536,
                                             batch_size=cfg.max_frame_bytes + 65_536)
     except Exception as e:  # kafka-python raises several types; all mean "no broker to publish to"

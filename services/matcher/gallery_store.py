@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from services import redis_access
 from services.gallery.names import check_name
 
 DEFAULT_PREFIX = "facestream:gallery"
@@ -44,14 +45,16 @@ class GalleryStore:
         self.r, self.p = client, prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, timeout_s: float = 10.0,
-                 retries: int = 1) -> "GalleryStore":
-        """`retries`: redis-py's own retries of a failed command. Its default (10, with backoff) spends
-        seconds on every command against a server that is gone; the commands fail fast instead and the
-        matcher retries on its own schedule."""
-        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries)
-        return cls(redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=min(timeout_s, 5.0),
-                                        health_check_interval=30, retry=retry), prefix)
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, *, timeout_s: float = 10.0, retries: int = 1,
+                 user: str = "", password: str = "", ca_file: str = "") -> "GalleryStore":
+        """`retries`: redis-py's own retries of a failed command (services/redis_access.py: few, fast)."""
+        return cls(redis_access.client(url, user=user, password=password, ca_file=ca_file, timeout_s=timeout_s,
+                                       retries=retries), prefix)
+
+    @classmethod
+    def for_config(cls, cfg: redis_access.RedisSettings, prefix: str = DEFAULT_PREFIX, **kw) -> "GalleryStore":
+        """With a command's Redis settings: URL, ACL user and password, TLS CA."""
+        return cls(redis_access.client_for(cfg, **kw), prefix)
 
     def ping(self) -> None:
         """Raise redis' ConnectionError or TimeoutError unless the server answers."""

@@ -2,10 +2,13 @@
 
 Helpers for the tests in this folder: `render(name)` runs `kubectl kustomize` once per overlay;
 `core_errors` validates core resources with kubernetes-validate; `custom_errors` validates custom
-resources with our own schemas in deploy/k8s/schemas.
+resources with our own schemas in deploy/k8s/schemas; `secret_behind(pod, path)` names the Secret key a
+file in a pod comes from; `made_secrets()` runs deploy/k8s/secrets/make-secrets.sh once and decodes what
+it prints.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import shutil
 import subprocess
@@ -21,6 +24,8 @@ from referencing import Registry, Resource
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 SCHEMAS = K8S / "schemas"
+MAKE_SECRETS = K8S / "secrets" / "make-secrets.sh"
+REDIS_ACL_TEMPLATE = K8S / "secrets" / "redis-users.acl"
 # Every kustomization an operator may apply; each is rendered and checked.
 OVERLAYS = {
     "base": K8S / "base",
@@ -33,6 +38,8 @@ OVERLAYS = {
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 # API groups served by operators (Strimzi, KEDA, Prometheus operator): checked with our schemas.
 CUSTOM_GROUPS = {"kafka.strimzi.io", "keda.sh", "monitoring.coreos.com"}
+# The overlays meant for a cluster of several brokers (dev runs one).
+PRODUCTION_OVERLAYS = [o for o in OVERLAYS if o != "dev"]
 
 
 def tool(name: str) -> str:
@@ -133,3 +140,109 @@ def facestream_deployments(docs: Iterable[dict]) -> list[dict]:
 
 def stage_of(deployment: dict) -> str:
     return deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def container(deployment: dict) -> dict[str, Any]:
+    (c,) = pod_spec(deployment)["containers"]
+    return c
+
+
+def env_values(docs: Iterable[dict], deployment: dict) -> dict[str, str]:
+    """The pod's environment as written: its ConfigMaps (envFrom), then its own `value`s (which win).
+    Values from `valueFrom` (the downward API) are left out."""
+    env: dict[str, str] = {}
+    for source in container(deployment).get("envFrom", []):
+        env.update(named(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({e["name"]: e["value"] for e in container(deployment).get("env", []) if "value" in e})
+    return env
+
+
+def group_id(deployment: dict) -> str:
+    """shared/service.py: `cfg.group_id or f"facestream-{stage}"`; group_id comes from FACESTREAM_GROUP_ID."""
+    env = {e["name"]: e.get("value") for e in container(deployment).get("env", [])}
+    return env.get("FACESTREAM_GROUP_ID") or f"facestream-{stage_of(deployment)}"
+
+
+def volume_secrets(volume: dict) -> list[tuple[str, str, str]]:
+    """(path in the volume, Secret name, key) of every file a volume takes from a Secret."""
+    sources = [volume["secret"] | {"name": volume["secret"]["secretName"]}] if "secret" in volume else [
+        src["secret"] for src in volume.get("projected", {}).get("sources", []) if "secret" in src]
+    files = []
+    for src in sources:
+        # without `items` every key is a file of its own name (we always list them: keys can be added)
+        for item in src.get("items", []):
+            files.append((item["path"], src["name"], item["key"]))
+    return files
+
+
+def secret_behind(pod: dict[str, Any], c: dict[str, Any], path: str) -> tuple[str, str] | None:
+    """(Secret, key) whose value the container reads at `path`, or None when no Secret volume is there."""
+    for mount in c.get("volumeMounts", []):
+        base = mount["mountPath"].rstrip("/") + "/"
+        if not path.startswith(base):
+            continue
+        for volume in [v for v in pod.get("volumes", []) if v["name"] == mount["name"]]:
+            for file, name, key in volume_secrets(volume):
+                if path[len(base):] == file:
+                    return name, key
+    return None
+
+
+def secret_mounts(pod: dict[str, Any], c: dict[str, Any]) -> list[tuple[dict, dict]]:
+    """(volumeMount, volume) of every volume of the container that holds a Secret's keys."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}   # a StatefulSet's claims are not among them
+    return [(m, volumes[m["name"]]) for m in c.get("volumeMounts", [])
+            if m["name"] in volumes and volume_secrets(volumes[m["name"]])]
+
+
+def referenced_secrets(docs: Iterable[dict]) -> set[tuple[str, str]]:
+    """Every (Secret, key) a rendered overlay refers to: pod volumes, env references, KEDA's credentials."""
+    refs = set()
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            pod = pod_spec(d)
+            for v in pod.get("volumes", []):
+                refs |= {(name, key) for _, name, key in volume_secrets(v)}
+            for c in pod["containers"] + pod.get("initContainers", []):
+                for e in c.get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        refs.add((ref["name"], ref["key"]))
+        elif d["kind"] == "TriggerAuthentication":
+            refs |= {(r["name"], r["key"]) for r in d["spec"].get("secretTargetRef", [])}
+    return refs
+
+
+def strimzi_secrets(docs: Iterable[dict]) -> set[tuple[str, str]]:
+    """The Secrets (and keys) Strimzi's operators create for the rendered Kafka: the cluster CA's public
+    certificate and, per SCRAM KafkaUser, its password."""
+    (kafka,) = kind(docs, "Kafka")
+    made = {(f"{kafka['metadata']['name']}-cluster-ca-cert", "ca.crt")}
+    for user in kind(docs, "KafkaUser"):
+        if user["spec"].get("authentication", {}).get("type") == "scram-sha-512":
+            made.add((user["metadata"]["name"], "password"))
+    return made
+
+
+@functools.lru_cache(maxsize=None)
+def made_secrets() -> dict[str, dict[str, bytes]]:
+    """What deploy/k8s/secrets/make-secrets.sh prints, decoded: {Secret name: {key: value}}. Run once
+    (about 0.1 s: openssl makes a CA, a certificate and the passwords); nothing is written to disk here."""
+    tool("openssl")
+    out = subprocess.run(["sh", str(MAKE_SECRETS)], capture_output=True, timeout=60)
+    if out.returncode != 0:
+        pytest.fail(f"{MAKE_SECRETS} failed:\n{out.stderr.decode()}")
+    (namespace,) = kind(render("base"), "Namespace")
+    secrets = {}
+    for doc in yaml.safe_load_all(out.stdout):
+        if doc:
+            assert doc["kind"] == "Secret" and doc["apiVersion"] == "v1", doc.get("kind")
+            assert doc["metadata"]["namespace"] == namespace["metadata"]["name"], doc["metadata"]["name"]
+            secrets[doc["metadata"]["name"]] = {k: base64.b64decode(v) for k, v in doc["data"].items()}
+    return secrets
+
+
+def acl_lines(text: str) -> list[list[str]]:
+    """The `user NAME RULE...` lines of a Redis ACL file (the template's comment and blank lines dropped,
+    as make-secrets.sh drops them), each split into words."""
+    return [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

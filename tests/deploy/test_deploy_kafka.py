@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy_k8s import OVERLAYS, facestream_deployments, kind, named, pod_spec, render, stage_of
+from deploy_k8s import OVERLAYS, facestream_deployments, group_id, kind, named, render, stage_of
 from shared import topics
 
 # Which topic each consuming stage reads (shared/kafka_loop.Stage.input_topic of each service).
@@ -71,7 +71,10 @@ def test_services_and_scaler_reach_the_bootstrap_service(overlay):
     kafka = _kafka(docs)
     bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap"
     namespace = kafka["metadata"]["namespace"]
-    ports = {str(listener["port"]) for listener in kafka["spec"]["kafka"]["listeners"] if not listener["tls"]}
+    # only a listener with TLS and a SCRAM login will do (test_deploy_security.py checks there is no other)
+    ports = {str(listener["port"]) for listener in kafka["spec"]["kafka"]["listeners"]
+             if listener["tls"] and listener.get("authentication", {}).get("type") == "scram-sha-512"}
+    assert ports
     (config,) = [c for c in kind(docs, "ConfigMap") if c["metadata"]["name"].startswith("facestream-config")]
     host, port = config["data"]["FACESTREAM_KAFKA_BOOTSTRAP"].split(":")
     assert host == bootstrap and port in ports
@@ -79,12 +82,6 @@ def test_services_and_scaler_reach_the_bootstrap_service(overlay):
         # KEDA's operator runs in another namespace: the address must name ours.
         host, port = so["spec"]["triggers"][0]["metadata"]["bootstrapServers"].split(":")
         assert host == f"{bootstrap}.{namespace}.svc" and port in ports
-
-
-def _group_id(deployment: dict) -> str:
-    # shared/service.py: `cfg.group_id or f"facestream-{stage}"`; group_id comes from FACESTREAM_GROUP_ID.
-    env = {e["name"]: e.get("value") for e in pod_spec(deployment)["containers"][0].get("env", [])}
-    return env.get("FACESTREAM_GROUP_ID") or f"facestream-{stage_of(deployment)}"
 
 
 @pytest.mark.parametrize("overlay", KEDA_OVERLAYS)
@@ -100,7 +97,7 @@ def test_scaledobjects_watch_their_stage_within_its_partitions(overlay):
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
         assert meta["topic"] == STAGE_INPUT[stage]
-        assert meta["consumerGroup"] == _group_id(deployment)
+        assert meta["consumerGroup"] == group_id(deployment)
         assert 1 <= so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
         assert so["spec"]["maxReplicaCount"] <= deployed[meta["topic"]]["spec"]["partitions"]
         # A replica count in the Deployment would fight the autoscaler on every apply.

@@ -22,7 +22,9 @@ def test_core_resources_are_valid_kubernetes(overlay, version):
 def test_custom_resources_match_the_operators_apis(overlay):
     docs = [d for d in render(overlay) if group(d) in CUSTOM_GROUPS]
     kinds = {d["kind"] for d in docs}
-    assert {"Kafka", "KafkaNodePool", "KafkaTopic", "PodMonitor", "PrometheusRule"} <= kinds
+    assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "PodMonitor", "PrometheusRule"} <= kinds
+    if overlay != "no-keda":
+        assert {"ScaledObject", "TriggerAuthentication"} <= kinds
     assert [e for d in docs for e in custom_errors(d)] == []
 
 
@@ -54,6 +56,26 @@ SCHEMA_MUST_REJECT = {
     "listener name too long": ("Kafka", lambda d: d["spec"]["kafka"]["listeners"][0].update(name="plaintextlistener")),
     "oauth authentication": ("Kafka", lambda d: d["spec"]["kafka"]["listeners"][0].update(
         authentication={"type": "oauth"})),
+    "scram listener with a field of another type": ("Kafka", lambda d: d["spec"]["kafka"]["listeners"][0][
+        "authentication"].update(sasl=True)),
+    "keycloak authorization (gone in v1)": ("Kafka", lambda d: d["spec"]["kafka"].update(
+        authorization={"type": "keycloak"})),
+    "network policy peer that is no peer": ("Kafka", lambda d: d["spec"]["kafka"]["listeners"][0].update(
+        networkPolicyPeers=[{"pods": {"app": "x"}}])),
+    "ACL rule with v1beta2's single operation": ("KafkaUser", lambda d: d["spec"]["authorization"]["acls"][0].update(
+        operation="Write")),
+    "ACL rule without operations": ("KafkaUser", lambda d: d["spec"]["authorization"]["acls"][0].pop("operations")),
+    "unknown ACL operation": ("KafkaUser", lambda d: d["spec"]["authorization"]["acls"][0].update(
+        operations=["Produce"])),
+    "ACL on an unknown resource type": ("KafkaUser", lambda d: d["spec"]["authorization"]["acls"][0]["resource"].update(
+        type="consumerGroup")),
+    "ACL on a named cluster": ("KafkaUser", lambda d: d["spec"]["authorization"]["acls"][0]["resource"].update(
+        type="cluster")),
+    "KafkaUser with scram-sha-256": ("KafkaUser", lambda d: d["spec"]["authentication"].update(type="scram-sha-256")),
+    "KafkaUser without spec": ("KafkaUser", lambda d: d.pop("spec")),
+    "secretTargetRef without key": ("TriggerAuthentication", lambda d: d["spec"]["secretTargetRef"][0].pop("key")),
+    "kafka trigger with Strimzi's spelling of sasl": ("ScaledObject", lambda d: d["spec"]["triggers"][0][
+        "metadata"].update(sasl="scram-sha-512")),
     "node pool without roles": ("KafkaNodePool", lambda d: d["spec"].pop("roles")),
     "storage overrides": ("KafkaNodePool", lambda d: d["spec"]["storage"]["volumes"][0].update(
         overrides=[{"broker": 0, "class": "fast"}])),

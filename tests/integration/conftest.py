@@ -89,4 +89,4 @@ def play(p: Pipeline, clip_path, camera: str, fps: float = FPS) -> list[Identity
     assert p.pipe.wait_drained(), "the pipeline did not drain"
     time.sleep(4)  # the camera's last tracks end (max gap + 1 s) and get their final decision
     events = [IdentityEvent.decode(r.value) for r in consume_all(p.bootstrap, p.events, timeout_s=6)]
-    return [e for e in events if e.camera_id == camera]
+    return [e for e in events if e.camera_id == camera and e.kind != "visit-ended"]

@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "kafka_security", "pipeline", "scale_out")
 EXPECTED = {  # per part: key paths (dots; "*" = every key of a map, every item of a list) that hold numbers
     "detector": ["per_frame_ms.*.median", "frames_per_s.*", "ratio_to_raw.detect_align", "ratio_to_raw.batch_fn",
                  "ratio_to_raw.loop", "config.faces_found_per_frame"],
@@ -32,6 +32,8 @@ EXPECTED = {  # per part: key paths (dots; "*" = every key of a map, every item 
     "kafka": [f"by_size.{s}.{m}.{c}" for s in ("640x360", "1280x720") for m in ("frames_per_s", "mb_per_s")
               for c in ("kafka_python_produce", "kafka_python_tuned_produce", "kcat_produce", "kafka_python_consume",
                         "kcat_consume")] + ["by_size.*.ratio_kafka_python_to_kcat.*"],
+    "kafka_security": [f"frames_per_s.{k}_{op}" for k in ("plaintext", "sasl_ssl") for op in ("produce", "consume")]
+    + ["ratio_sasl_ssl_to_plaintext.produce", "ratio_sasl_ssl_to_plaintext.consume"],
     "pipeline": ["runs.*.cameras", "runs.*.frames.published", "runs.*.frames.processed", "runs.*.frames.dropped_stale",
                  "runs.*.latency_s.face_capture_to_decision.p50", "runs.*.latency_s.face_capture_to_decision.p99",
                  "runs.*.lag.max.detector", "runs.*.cpu_cores.*", "runs.*.peak_rss_mb.*", "largest_cameras_held",

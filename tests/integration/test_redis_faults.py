@@ -113,7 +113,7 @@ class Feed:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for ev in self.seen:
-                if ev.camera_id == camera:
+                if ev.camera_id == camera and ev.kind != "visit-ended":
                     return ev
             for recs in self.consumer.poll(timeout_ms=200).values():
                 self.seen += [IdentityEvent.decode(r.value) for r in recs]

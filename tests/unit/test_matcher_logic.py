@@ -6,7 +6,7 @@ import pytest
 
 from services.matcher.index import GalleryIndex
 from services.matcher.stage import Matcher
-from services.matcher.tracks import CameraTracks, FaceObs, TrackPolicy, decide, iou
+from services.matcher.tracks import CameraTracks, FaceObs, TrackPolicy, Vote, decide, iou, quality_weight
 from shared.stage import InvalidMessage
 from shared.schemas import EmbeddedFace, FrameEmbeddings
 
@@ -100,8 +100,10 @@ def test_matcher_ends_quiet_tracks_when_idle_and_refuses_other_models():
     m.process([frame(i, 10.0 + i * 0.1, [unit(0, 1, 0)]) for i in range(3)])  # 3 unknown faces: not yet
     assert m.idle() == []
     now[0] = 20.0
-    (out,) = m.idle()
-    assert json.loads(out.value)["identity"] is None
+    # the track ends: its final decision (unknown), and the end of the unknown visit, which is that track
+    out, ended = (json.loads(o.value) for o in m.idle())
+    assert (out["identity"], out["kind"]) == (None, "unknown")
+    assert (ended["kind"], ended["visit_id"], ended["faces"]) == ("visit-ended", out["visit_id"], 3)
     (refused,) = m.process([frame(0, 1.0, [unit(1, 0, 0)], model="m2")])
     assert isinstance(refused, InvalidMessage) and "cannot be compared" in refused.reason
 
@@ -124,3 +126,72 @@ def test_a_vector_of_the_wrong_size_or_length_is_refused_not_a_crash(vec, why):
     m = Matcher(lambda: idx, 0.8, "m1", "ev", P, clock=lambda: 11.0)
     bad, good = m.process([frame(0, 10.0, [vec]), frame(1, 10.1, [unit(1, 0, 0)])])
     assert isinstance(bad, InvalidMessage) and why in bad.reason and good == []
+
+
+# --- votes weighted by quality (issue 12, item 6) ---------------------------------------------------------
+TINY_BLURRED = quality_weight(20.0, 3.0)  # 20 px, Laplacian variance 3: under both references' tenth
+CLEAR = quality_weight(120.0, 200.0)
+
+
+def test_quality_weight_is_bounded_and_neutral_when_unmeasured():
+    assert CLEAR == 1.0 and quality_weight(None, None) == 1.0
+    assert TINY_BLURRED == pytest.approx(0.25 * 0.1)
+    assert quality_weight(0.0, 0.0) == pytest.approx(0.01)  # never zero: a face always counts a little
+    assert quality_weight(40.0, 15.0) == pytest.approx(0.5 * 0.3)  # a face at the detector's gates
+    assert quality_weight(40.0, None) == pytest.approx(0.5)
+
+
+def test_tiny_blurred_faces_cannot_outvote_clear_ones():
+    two = TrackPolicy(min_votes=2, vote_ratio=0.6)
+    votes = [Vote("x", 0.85, TINY_BLURRED)] * 3 + [Vote("y", 0.95, CLEAR), Vote("y", 0.93, CLEAR)]
+    d = decide(votes, two)
+    assert d.identity == "y" and d.score == pytest.approx(0.94)
+    assert decide([v[:2] for v in votes], two).identity == "x", "by counts alone, 3 of 5 blurred faces win"
+
+
+def test_the_identified_score_is_the_weighted_mean_of_the_winners_votes():
+    d = decide([Vote("ann", 0.9, 1.0), Vote("ann", 0.7, 0.25), Vote("ann", 0.8, 0.75)], P)
+    assert d.identity == "ann" and d.score == pytest.approx((0.9 + 0.7 * 0.25 + 0.8 * 0.75) / 2.0)
+
+
+def test_equal_weights_decide_as_counts_did():
+    for votes in ([("ann", 0.9), ("ann", 0.8), (None, 0.3), ("ann", 0.7)], [("ann", 0.9), ("bob", 0.9)] * 3,
+                  [("ann", 0.9), ("bob", 0.8)] * 2 + [("ann", 0.7)], [(None, 0.2), (None, 0.4)] * 2):
+        for w in (1.0, 0.3):
+            weighted, counted = decide([Vote(n, s, w) for n, s in votes], P), decide(votes, P)
+            assert (weighted is None) == (counted is None)
+            if counted is not None:
+                assert weighted.identity == counted.identity and weighted.score == pytest.approx(counted.score)
+
+
+def test_a_weighted_tie_abstains():
+    assert decide([Vote("ann", 0.9, 0.5), Vote("bob", 0.9, 0.5)] * 3, TrackPolicy(min_votes=3, vote_ratio=0.0)) is None
+
+
+def test_the_matcher_weighs_faces_by_the_quality_the_embedder_carried():
+    idx = GalleryIndex.build({"ann": unit(1, 0, 0)[None], "bob": unit(0, 1, 0)[None]}, model_version="m1")
+    m = Matcher(lambda: idx, 0.8, "m1", "ev", TrackPolicy(max_gap_s=1.0, min_continuity=-1.0, min_votes=2,
+                                                           vote_ratio=0.6), clock=lambda: 100.0)
+
+    def face(i, v, size, sharp):
+        return FrameEmbeddings("cam", i, 99.0 + 0.1 * i, 640, 360, "m1",
+                               (EmbeddedFace((0.0, 0.0, 40.0, 40.0), 0.99, v, size, sharp),))
+
+    x, y = unit(1, 0.05, 0), unit(0.05, 1, 0)  # one track (continuity is off): 3 tiny blurred ann, 2 clear bob
+    frames = [face(0, x, 20.0, 3.0), face(1, y, 120.0, 200.0), face(2, x, 20.0, 3.0), face(3, x, 20.0, 3.0),
+              face(4, y, 120.0, 200.0)]
+    events = [json.loads(o.value) for r in m.process(frames) for o in r]
+    assert [e["identity"] for e in events] == ["bob"], events
+
+
+def test_the_embedder_carries_each_faces_quality_to_the_matcher():
+    from services.embedder.stage import make_process
+    from shared.schemas import DetectedFace, FrameFaces
+    import cv2
+
+    crop = cv2.imencode(".jpg", np.full((150, 150, 3), 128, np.uint8))[1].tobytes()
+    faces = (DetectedFace((0.0, 0.0, 50.0, 60.0), 0.99, (1.0,) * 10, crop, 50.0, 37.5),)
+    process = make_process(lambda c: np.tile(unit(1, 0, 0), (len(c), 1)), 150, "m1", "embeddings")
+    ((out,),) = process([FrameFaces("cam", 0, 1.0, 640, 360, faces)])
+    (face,) = FrameEmbeddings.decode(out.value).faces
+    assert (face.face_size, face.sharpness) == (50.0, 37.5)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -68,7 +69,7 @@ def test_faces_and_embeddings_carry_the_session_through():
     vec = np.random.default_rng(1).standard_normal(8).astype(np.float32)
     fe = FrameEmbeddings("cam", 1, 2.0, 10, 10, "m-1", (EmbeddedFace((0.0, 0.0, 5.0, 5.0), 0.9, vec),), SESSION)
     back = FrameEmbeddings.decode(fe.encode())
-    assert (back.session, back.seq, msgpack.unpackb(fe.encode())["v"], FrameEmbeddings.VERSION) == (SESSION, 1, 2, 2)
+    assert (back.session, back.seq, msgpack.unpackb(fe.encode())["v"], FrameEmbeddings.VERSION) == (SESSION, 1, 3, 3)
     assert FrameEmbeddings("cam", 1, 2.0, 10, 10, "m-1", ()).session == ""
 
 
@@ -137,18 +138,90 @@ def test_embeddings_rejects_truncated_vector_and_nan():
         FrameEmbeddings.decode(msgpack.packb(nan))
 
 
-def test_identity_event_is_plain_json_and_matches_documented_schema():
-    ev = IdentityEvent("e1", "cam", "cam-t1", "Joe_Biden", 0.81, 0.6, 10.0, 12.5, (1, 2, 3, 4), "m-1", 9, 13.0)
-    obj = json.loads(ev.encode())
-    assert obj["identity"] == "Joe_Biden" and obj["schema"] == "identity-event/v1"
-    assert IdentityEvent.decode(ev.encode()) == ev
-    from pathlib import Path
+SCHEMAS = Path(__file__).parents[2] / "shared"
 
-    doc = json.loads((Path(__file__).parents[2] / "shared" / "identity-event.v1.schema.json").read_text())
+
+def _validator(version: int):
+    import jsonschema
+
+    doc = json.loads((SCHEMAS / f"identity-event.v{version}.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(doc)
+    return doc, jsonschema.Draft202012Validator(doc)
+
+
+def test_identity_event_is_plain_json_and_matches_documented_schema():
+    ev = IdentityEvent("e1", "cam", "cam-t1", "Joe_Biden", 0.81, 0.6, 10.0, 12.5, (1, 2, 3, 4), "m-1", 9, 13.0,
+                       visit_id="v1")
+    obj = json.loads(ev.encode())
+    assert obj["identity"] == "Joe_Biden" and obj["schema"] == "identity-event/v2" and obj["kind"] == "identified"
+    assert IdentityEvent.decode(ev.encode()) == ev
+    doc, validator = _validator(2)
     assert set(doc["required"]) <= set(obj), "every required field of the documented schema is in the event"
     assert set(obj) <= set(doc["properties"]), "the event has no field the documented schema does not describe"
     unknown = IdentityEvent("e2", "cam", "t", None, 0.3, 0.6, 1.0, 2.0, (0, 0, 1, 1), "m")
-    assert json.loads(unknown.encode())["identity"] is None
+    ended = IdentityEvent("e3", "cam", "t", "Joe_Biden", 0.81, 0.6, 10.0, 83.0, (1, 2, 3, 4), "m-1", 412, 84.0,
+                          kind="visit-ended", visit_id="v1", duration_s=73.0)
+    assert (unknown.kind, unknown.visit_id, json.loads(unknown.encode())["identity"]) == ("unknown", "e2", None)
+    for e in (ev, unknown, ended):
+        validator.validate(json.loads(e.encode()))
+        assert IdentityEvent.decode(e.encode()) == e
+    assert IdentityEvent.decode(ended.encode()).duration_s == 73.0
+
+
+def test_v1_identity_events_still_decode_as_their_own_visit():
+    v1 = {"schema": "identity-event/v1", "event_id": "abc", "camera_id": "cam", "track_id": "t", "identity": "Ann",
+          "score": 0.9, "threshold": 0.6, "first_seen": 1.0, "last_seen": 2.0, "bbox": [0, 0, 1, 1],
+          "model_version": "m", "faces": 3, "event_ts": 2.5}
+    _validator(1)[1].validate(v1)
+    ev = IdentityEvent.decode(json.dumps(v1).encode())
+    assert (ev.kind, ev.visit_id, ev.schema, ev.identity, ev.faces, ev.duration_s) == \
+        ("identified", "abc", "identity-event/v1", "Ann", 3, None)
+    assert IdentityEvent.decode(json.dumps({**v1, "identity": None}).encode()).kind == "unknown"
+    again = json.loads(ev.encode())  # re-encoded: v2
+    assert (again["schema"], again["kind"], again["visit_id"]) == ("identity-event/v2", "identified", "abc")
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"kind": "left"}, "unknown kind"),
+    ({"kind": None}, "field 'kind' has type NoneType"),
+    ({"visit_id": ""}, "visit_id must be"),
+    ({"kind": "identified", "identity": None}, "identified event with identity None"),
+    ({"kind": "unknown", "identity": "Ann"}, "unknown event with identity 'Ann'"),
+    ({"kind": "visit-ended", "duration_s": None}, "field 'duration_s' has type NoneType"),
+    ({"kind": "visit-ended", "duration_s": -1.0}, "negative duration_s"),
+    ({"schema": "identity-event/v3"}, "not an identity-event/v1 or v2 object"),
+])
+def test_a_bad_v2_event_is_refused(change, expected):
+    good = json.loads(IdentityEvent("e", "cam", "t", "Ann", 0.9, 0.6, 1.0, 2.0, (0, 0, 1, 1), "m").encode())
+    with pytest.raises(SchemaError, match=expected):
+        IdentityEvent.decode(json.dumps({**good, **change}).encode())
+    with pytest.raises(ValueError, match="kind"):
+        IdentityEvent("e", "cam", "t", "Ann", 0.9, 0.6, 1.0, 2.0, (0, 0, 1, 1), "m", kind="left")
+
+
+def test_embeddings_v3_carry_each_faces_quality_and_read_older_versions_as_unmeasured():
+    vec = np.eye(1, 8, dtype=np.float32)[0]
+    faces = (EmbeddedFace((0.0, 0.0, 5.0, 5.0), 0.9, vec, 64.0, 212.5), EmbeddedFace((1.0, 1.0, 6.0, 6.0), 0.8, vec))
+    fe = FrameEmbeddings("cam", 1, 2.0, 10, 10, "m-1", faces, SESSION)
+    raw = msgpack.unpackb(fe.encode())
+    assert raw["v"] == 3 and (raw["faces"][0]["face_size"], raw["faces"][0]["sharpness"]) == (64.0, 212.5)
+    back = FrameEmbeddings.decode(fe.encode())
+    assert [(f.face_size, f.sharpness) for f in back.faces] == [(64.0, 212.5), (None, None)]
+    for v in (1, 2):  # an older producer: no quality fields (and a stray one is not trusted)
+        old = {**raw, "v": v, "faces": [{k: x for k, x in f.items() if k not in ("face_size", "sharpness")}
+                                        for f in raw["faces"]]}
+        old["faces"][0]["face_size"] = 999.0
+        got = FrameEmbeddings.decode(msgpack.packb(old))
+        assert [(f.face_size, f.sharpness) for f in got.faces] == [(None, None)] * 2
+    for bad, why in ((None, "missing field 'sharpness'"), ("x", "has type str"), (-1.0, "negative"),
+                     (float("nan"), "not finite")):
+        o = msgpack.unpackb(fe.encode())
+        if bad is None:
+            del o["faces"][0]["sharpness"]
+        else:
+            o["faces"][0]["sharpness"] = bad
+        with pytest.raises(SchemaError, match=why):
+            FrameEmbeddings.decode(msgpack.packb(o))
 
 
 def test_dead_letter_keeps_original_bytes_and_origin():
