@@ -34,7 +34,7 @@ test: models  ## setup, up, the whole suite, down; non-zero on any failure
 
 soak: models  ## the 5-minute soak: two cameras, one person each, one identity event per visit (figures in .run/test-figures)
 	@$(PY) scripts/stack.py up
-	rc=0; FACESTREAM_SOAK_S=$${FACESTREAM_SOAK_S:-300} $(PY) -m pytest -q -s -p no:cacheprovider tests/integration/test_soak.py || rc=$$?
+	rc=0; FACESTREAM_SOAK_S=$${FACESTREAM_SOAK_S:-300} $(PY) -m pytest -q -s -p no:cacheprovider --timeout 1200 tests/integration/test_soak.py || rc=$$?
 	$(PY) scripts/stack.py down
 	exit $$rc
 

@@ -41,6 +41,7 @@ default gallery prefix `facestream:gallery` and the tests' `facestream:test-<run
 """
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -75,15 +76,20 @@ def settle(mode: Mode) -> Mode:
     old = before or Mode()
     has_data = any((RUN / "kafka").glob("**/meta.properties"))
     if has_data and (old.brokers, old.kafka_security) != (mode.brokers, mode.kafka_security):
-        sys.exit(f"[stack] {RUN}/kafka holds the data of {old.brokers} broker(s) with {old.kafka_security}; "
-                 f"remove it (`make clean` for the default folder) or use another FACESTREAM_RUN_DIR")
+        # A test stack's broker data (frames of minutes, events) is not worth an error: it is replaced, and
+        # the topics are made again. The gallery lives in Redis, which keeps its data.
+        log(f"replacing the stopped stack's Kafka data ({old.brokers} broker(s), {old.kafka_security}) with a "
+            f"new {mode.brokers}-broker {mode.kafka_security} one; Redis keeps its data")
+        shutil.rmtree(RUN / "kafka")
     return mode
 
 
 def up() -> None:
     from scripts.stack_env import write_env_files
 
-    mode = settle(resolve())
+    # a running stack is the one asked for unless a variable says otherwise; a stopped one starts as the
+    # variables (or the defaults) say: `make demo` after a cluster experiment gets its one broker again
+    mode = settle(resolve(use_record=bool(running_pids())))
     record(mode)
     if mode != Mode():
         log(f"mode: {mode.describe()}")

@@ -111,10 +111,11 @@ def record(mode: Mode) -> None:
     RECORD.write_text(json.dumps(asdict(mode), indent=1) + "\n")
 
 
-def resolve(env: dict[str, str] | None = None) -> Mode:
-    """The mode asked for: set variables, else the record, else the defaults; checked."""
+def resolve(env: dict[str, str] | None = None, use_record: bool = True) -> Mode:
+    """The mode asked for: set variables, else the record (`use_record`), else the defaults; checked."""
     env = os.environ if env is None else env
-    base = recorded() or Mode()
+    rec = recorded() if use_record else None
+    base = rec or Mode()
     values = {f.name: getattr(base, f.name) for f in fields(Mode)}
     for name, var in ENV.items():
         if env.get(var, "").strip():
@@ -124,7 +125,7 @@ def resolve(env: dict[str, str] | None = None) -> Mode:
         values[port] = int(values[port])
     if env.get(ENV["kafka_port"], "").strip() and not env.get(ENV["controller_port"], "").strip():
         values["controller_port"] = values["kafka_port"] + 1  # the pair moves together
-    if not env.get(ENV["heap"], "").strip() and (recorded() is None or values["brokers"] != base.brokers):
+    if not env.get(ENV["heap"], "").strip() and (rec is None or values["brokers"] != base.brokers):
         values["heap"] = HEAP_CLUSTER if values["brokers"] > 1 else HEAP_ONE
     return check(Mode(**values))
 
