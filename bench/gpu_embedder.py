@@ -75,22 +75,33 @@ def timed(fn: Callable[[], Any], dev: torch.device, repeats: int, iters: int) ->
     return out
 
 
-def crops_for(model, n: int = 64) -> tuple[np.ndarray, str]:
-    """Real aligned crops (LFW through the pipeline's detector) when the data is here, else random ones."""
+def crops_for(model, n: int = 64):
+    """Real aligned crops (LFW through the pipeline's detector) when the data is here, else random ones; a
+    fused pair's are a tuple, one batch per tower."""
     try:
-        from bench.inputs import aligned_crops, default_detector
+        from bench.inputs import aligned_crop_sets, default_detector, model_crops
 
-        return aligned_crops(default_detector(), n), "LFW crops through the pipeline's detector"
+        return model_crops(model, aligned_crop_sets(default_detector(), n)), "LFW crops through the pipeline's detector"
     except Exception as e:  # noqa: BLE001 (a GPU box without the data still measures speed)
         rng = np.random.default_rng(0)
-        return rng.integers(0, 255, (n, model.input_size, model.input_size, 3), np.uint8), f"random ({e})"
+        sets = tuple(rng.integers(0, 255, (n, t.size, t.size, 3), np.uint8) for t in model.inputs)
+        return (sets if model.fused else sets[0]), f"random ({e})"
+
+
+def each(x, fn):
+    """`fn` of a tensor, or of each tensor of a fused pair's list of inputs."""
+    return [fn(t) for t in x] if isinstance(x, (list, tuple)) else fn(x)
+
+
+def rows(crops, idx):
+    return tuple(c[idx] for c in crops) if isinstance(crops, tuple) else crops[idx]
 
 
 class CudaGraph:
     """`net` on a fixed-shape input, captured once and replayed (no per-layer launch cost)."""
 
-    def __init__(self, net: torch.nn.Module, x: torch.Tensor):
-        self.x = x.clone()
+    def __init__(self, net: torch.nn.Module, x):
+        self.x = each(x, lambda t: t.clone())
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -101,8 +112,12 @@ class CudaGraph:
         with torch.cuda.graph(self.graph):
             self.y = net(self.x)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.x.copy_(x)
+    def __call__(self, x) -> torch.Tensor:
+        if isinstance(x, (list, tuple)):
+            for a, b in zip(self.x, x):
+                a.copy_(b)
+        else:
+            self.x.copy_(x)
         self.graph.replay()
         return self.y
 
@@ -116,9 +131,9 @@ def variants(model, dev: torch.device, smoke: bool) -> dict[str, tuple[Callable 
     fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
     fp16_cl = copy.deepcopy(fp32_cl).half() if cuda else None
     out: dict[str, tuple[Callable | None, str]] = {
-        "fp32": (lambda x: (lambda: fp32(x.float().contiguous())), "float32, NCHW"),
-        "fp32_cl": (lambda x: (lambda: fp32_cl(x.float().contiguous(memory_format=torch.channels_last))),
-                    "float32, channels-last"),
+        "fp32": (lambda x: (lambda: fp32(each(x, lambda t: t.float().contiguous()))), "float32, NCHW"),
+        "fp32_cl": (lambda x: (lambda: fp32_cl(each(x, lambda t: t.float().contiguous(
+            memory_format=torch.channels_last)))), "float32, channels-last"),
     }
     if fp16_cl is None:
         out["fp16_cl"] = (None, "skipped: float16 convolutions are for CUDA")
@@ -146,12 +161,16 @@ def run(args: GpuBenchConfig) -> dict[str, Any]:
     batches = [1, 2] if args.smoke else [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) if b <= args.max_batch]
     repeats = 2 if args.smoke else args.repeats
     crops, crops_src = crops_for(model)
+    n_crops = len(crops[0]) if model.fused else len(crops)  # a fused pair's variants run both towers
     cl = torch.channels_last
 
-    def tensor(c: np.ndarray, half: bool) -> torch.Tensor:
-        x = to_input(np.ascontiguousarray(c), model.input_mean, model.input_std, dev)
-        x = x.contiguous(memory_format=cl)
-        return x.half() if half else x
+    def tensor(c, half: bool):
+        """One input batch, or a fused pair's list of them (each tower normalized its own way)."""
+        parts = c if model.fused else (c,)
+        xs = [to_input(np.ascontiguousarray(ci), t.mean, t.std, dev).contiguous(memory_format=cl)
+              for ci, t in zip(parts, model.inputs)]
+        xs = [x.half() if half else x for x in xs]
+        return xs if model.fused else xs[0]
 
     norm = torch.nn.functional.normalize
     with torch.inference_mode():
@@ -159,8 +178,13 @@ def run(args: GpuBenchConfig) -> dict[str, Any]:
         raw = fp32(tensor(crops, False))().float()
         ref = norm(raw, dim=1)  # what each single-forward variant is compared with
         # embed() averages each face with its mirror image when the checkpoint says so: compare like with like
-        ref_embed = norm(raw + fp32(torch.flip(tensor(crops, False), dims=[3]))().float(), dim=1) \
-            if model.flip_average else ref
+        if model.fused:  # the pair averages each tower's mirror before fusing
+            import copy
+
+            ref_embed = copy.deepcopy(model.net).float()(tensor(crops, False), flip=model.flip_average).float()
+        else:
+            ref_embed = norm(raw + fp32(torch.flip(tensor(crops, False), dims=[3]))().float(), dim=1) \
+                if model.flip_average else ref
         result: dict[str, Any] = {}
         for name, (make, what) in {**variants(model, dev, args.smoke), "embed": (None, "")}.items():
             half = name.startswith("fp16")
@@ -172,18 +196,18 @@ def run(args: GpuBenchConfig) -> dict[str, Any]:
             entry: dict[str, Any] = {"status": "ok", "what": what, "by_batch": {}}
             try:
                 if name == "embed":
-                    got = torch.from_numpy(model.embed(crops, batch_size=len(crops))).to(dev)
+                    got = torch.from_numpy(model.embed(crops, batch_size=n_crops)).to(dev)
                     entry["min_cosine_to_fp32"] = float((got * ref_embed).sum(1).min())
                 else:
                     got = norm(make(tensor(crops, half))().float(), dim=1)
                     entry["min_cosine_to_fp32"] = float((got * ref).sum(1).min())
                 for b in batches:
-                    idx = np.arange(b) % len(crops)
+                    idx = np.arange(b) % n_crops
                     if name == "embed":
-                        host = crops[idx]
+                        host = rows(crops, idx)
                         fn = lambda host=host, b=b: model.embed(host, batch_size=b)  # noqa: E731
                     else:
-                        fn = make(tensor(crops[idx], half))
+                        fn = make(tensor(rows(crops, idx), half))
                     iters = 2 if args.smoke else max(3, min(50, 2048 // b))
                     secs = timed(fn, dev, repeats, iters)
                     med = statistics.median(secs)

@@ -86,12 +86,49 @@ def aligned_crops(detector, count: int = 64) -> np.ndarray:
     return arr
 
 
+def aligned_crop_sets(detector, count: int = 64) -> tuple[np.ndarray, ...]:
+    """`aligned_crops` for every template of the detector (a fused model's towers), row for row: the first
+    template's crops, then each further one's, aligned from the same landmarks."""
+    if len(detector.templates) == 1:
+        return (aligned_crops(detector, count),)
+    key = hashlib.sha1((detector.settings_key() + str([t.to_dict() for t in detector.templates])).encode()
+                       ).hexdigest()[:10]
+    path = CACHE / f"crop-sets-{key}-{count}.npz"
+    if path.exists():
+        z = np.load(path)
+        return tuple(z[f"t{k}"] for k in range(len(detector.templates)))
+    from shared.vision.detect import pick_face
+    from shared.vision.images import load_rgb
+
+    rows = []
+    for person in sorted(p for p in (DATA / "lfw" / "images").iterdir() if p.is_dir()):
+        rgb = load_rgb(sorted(person.glob("*.jpg"))[0])
+        face = pick_face(detector.detect(rgb), rgb.shape, "center")
+        if face is not None and face.prob >= 0.95:
+            rows.append(face.crops)
+        if len(rows) == count:
+            break
+    sets = tuple(np.stack([r[k] for r in rows]) for k in range(len(detector.templates)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"t{k}": v for k, v in enumerate(sets)})
+    return sets
+
+
+def take(sets: tuple[np.ndarray, ...], idx) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(c)[idx] for c in sets)
+
+
+def model_crops(model, sets: tuple[np.ndarray, ...]):
+    """What `EmbeddingModel.embed` takes for these crop sets: one batch, or one per tower of a fused model."""
+    return sets if model.fused else sets[0]
+
+
 def default_detector():
-    """The detector the pipeline runs (its checkpoint's template, min face size 40)."""
+    """The detector the pipeline runs (every template of its checkpoint's towers, min face size 40)."""
     from shared.vision import checkpoint
     from shared.vision.detect import FaceDetector
 
-    return FaceDetector(checkpoint.template_of(checkpoint.load()), min_face_size=40)
+    return FaceDetector(checkpoint.templates_of(checkpoint.load()), min_face_size=40)
 
 
 def crop_jpegs(crops: np.ndarray, quality: int = 95) -> list[bytes]:
@@ -102,8 +139,9 @@ def crop_jpegs(crops: np.ndarray, quality: int = 95) -> list[bytes]:
 
 
 def frame_faces(jpegs: list[bytes], n_frames: int, faces_per_frame: int, camera_ids: list[str],
-                start_seq: int = 0) -> list[FrameFaces]:
-    """Synthetic detector output around real crops: frame i of camera i % len(camera_ids), seq per camera."""
+                start_seq: int = 0, more_jpegs: list[bytes] | None = None) -> list[FrameFaces]:
+    """Synthetic detector output around real crops: frame i of camera i % len(camera_ids), seq per camera;
+    `more_jpegs`: the same faces' crops for a fused model's second tower (faces/v3 `more_crops`)."""
     out, seqs, k = [], {c: start_seq for c in camera_ids}, 0
     now = time.time()
     for i in range(n_frames):
@@ -111,8 +149,9 @@ def frame_faces(jpegs: list[bytes], n_frames: int, faces_per_frame: int, camera_
         faces = []
         for j in range(faces_per_frame):
             x = 40.0 + 160 * j
+            more = (more_jpegs[k % len(more_jpegs)],) if more_jpegs else ()
             faces.append(DetectedFace((x, 40.0, x + 120, 180.0), 0.999, tuple(float(v) for v in range(10)),
-                                      jpegs[k % len(jpegs)], 120.0, 100.0))
+                                      jpegs[k % len(jpegs)], 120.0, 100.0, more))
             k += 1
         out.append(FrameFaces(cam, seqs[cam], now, 640, 360, tuple(faces), detect_ts=now))
         seqs[cam] += 1

@@ -24,7 +24,7 @@ from bench.common import RESULTS, SCHEMA, Settings, load_average, machine_facts,
 from shared.kafka_clients import KafkaAccess
 from shared.config import DEFAULT_KAFKA, BaseConfig, ConfigError, build_parser, parse, setting
 
-PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "kafka_security", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "two_towers", "matcher", "kafka", "kafka_security", "pipeline", "scale_out")
 FALLBACK_THRESHOLD = 0.92  # LFW View 2 cosine at FAR 1e-3 (out/eval), for a checkpoint not yet calibrated
 
 
@@ -88,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     models = Models(a.model)
 
     from bench import (detector_stage, embedder_stage, kafka_security, kafka_transport, matcher_stage, overload,
-                       pipeline_load, scale_out)
+                       pipeline_load, scale_out, two_towers)
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "detector": lambda: detector_stage.run(s, models.detector),
         "overload": lambda: overload.run(s, models.detector),
         "embedder": lambda: embedder_stage.run(s, models.detector, models.model),
+        "two_towers": lambda: two_towers.run(s),
         "matcher": lambda: matcher_stage.run(s),
         "kafka": lambda: kafka_transport.run(s),
         "kafka_security": lambda: kafka_security.run(s),

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from bench.common import Settings, load_average
-from bench.inputs import aligned_crops, crop_jpegs, frame_faces
+from bench.inputs import aligned_crop_sets, crop_jpegs, frame_faces
 from bench.kafka_util import Offsets, Topics, delete_groups, produce, run_id
 from bench.sampler import cpu_seconds
 from services.local_pipeline import LocalPipeline, Service
@@ -61,7 +61,8 @@ def run(settings: Settings, detector) -> dict[str, Any]:
     counts = (1, 2) if settings.quick else (1, 2, 3)
     n_frames, faces_per_frame = (48, 2) if settings.quick else (180, 2)
     repeats = 1 if settings.quick else 2
-    jpegs = crop_jpegs(aligned_crops(detector))
+    sets = aligned_crop_sets(detector)  # a fused model's faces carry each tower's crop
+    jpegs, more = crop_jpegs(sets[0]), (crop_jpegs(sets[1]) if len(sets) > 1 else None)
     env = {"FACESTREAM_KAFKA_BOOTSTRAP": settings.bootstrap}
     if settings.model is not None:
         env["FACESTREAM_MODEL"] = str(settings.model)
@@ -74,7 +75,7 @@ def run(settings: Settings, detector) -> dict[str, Any]:
         def put(n: int) -> int:
             """Produce n frames; returns the output count to wait for."""
             target = offsets.end(embs) + n
-            msgs = frame_faces(jpegs, n, faces_per_frame, CAMERAS, seq[0])
+            msgs = frame_faces(jpegs, n, faces_per_frame, CAMERAS, seq[0], more_jpegs=more)
             seq[0] += n
             produce(settings.kafka, faces, [m.encode() for m in msgs], [m.camera_id.encode() for m in msgs],
                     partitions=PARTITIONS)

@@ -24,6 +24,7 @@ COMMANDS = {
     "matcher": ("services.matcher.main", "match embeddings to the Redis gallery, publish identity events"),
     # user tasks
     "gallery": ("services.gallery.main", "enroll, list and remove people"),
+    "calibrate": ("services.gallery.calibrate", "set the matcher's threshold at a target FAR from the gallery"),
     "recognize": ("services.recognize", "name every face in one image"),
     "events": ("services.events", "print identity events as they arrive"),
 }

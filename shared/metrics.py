@@ -72,6 +72,9 @@ EVENT_LATENCY_SECONDS = Histogram("facestream_event_latency_seconds",
 IDENTITY_EVENTS = Counter("facestream_identity_events_total", "Identity events published",
                           ["camera_id", "known"])
 ACTIVE_TRACKS = Gauge("facestream_active_tracks", "Tracks held in memory")
+MATCH_THRESHOLD = Gauge("facestream_match_threshold",
+                        "Cosine threshold the matcher applies: --threshold, the gallery's calibration "
+                        "(facestream calibrate) or the checkpoint's")
 GALLERY_IDENTITIES = Gauge("facestream_gallery_identities", "People in the loaded gallery")
 GALLERY_EMBEDDINGS = Gauge("facestream_gallery_embeddings", "Embeddings in the loaded gallery")
 GALLERY_RELOADS = Counter("facestream_gallery_reloads_total", "Gallery index rebuilds from Redis")

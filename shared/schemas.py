@@ -12,6 +12,8 @@ for good, across ingest restarts, and faces and embeddings carry the session of 
 v2; decoders read v1 too, as session "" (a v1 producer restarted counts seq from 0 again under the same key).
 embeddings/v3 adds each face's quality as the detector measured it (`face_size`, `sharpness`), so that the
 matcher weighs its vote; v1 and v2 read as quality unknown (None), which weighs like a clear face.
+faces/v3 adds `more_crops` to a face: its crops for the further templates of a fused model's towers (one
+JPEG each, in the model's tower order, `crop` being the first tower's); v1 and v2 read as none.
 identity-event/v2 announces a person once per visit (`kind`, `visit_id`) and ends the visit (`visit-ended`);
 v1 events read as kind identified/unknown with their event id as visit id.
 """
@@ -120,27 +122,37 @@ class Frame:
         return f
 
 
-# --- faces/v2 (reads v1) ---------------------------------------------------------------------------
+# --- faces/v3 (reads v1, v2) -----------------------------------------------------------------------
+MAX_MORE_CROPS = 4  # a model of five towers is far off; a longer list is forged
+
+
 @dataclass(frozen=True, slots=True)
 class DetectedFace:
-    """One face the detector kept: where it is, how sure, and its aligned crop."""
+    """One face the detector kept: where it is, how sure, and its aligned crop(s)."""
     bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
     prob: float
     landmarks: tuple[float, ...]  # 10 numbers: (x, y) of left eye, right eye, nose, mouth left, mouth right
     crop_jpeg: bytes  # aligned crop at the embedder's input size
     face_size: float  # shorter side of the box, pixels
     blur: float  # variance of the Laplacian of the crop; low means blurry
+    more_crops: tuple[bytes, ...] = ()  # the further towers' crops of a fused model (faces/v3), in tower order
 
     def to_map(self) -> dict:
         return {"bbox": list(self.bbox), "prob": self.prob, "landmarks": list(self.landmarks),
-                "crop": self.crop_jpeg, "face_size": self.face_size, "blur": self.blur}
+                "crop": self.crop_jpeg, "face_size": self.face_size, "blur": self.blur,
+                "more_crops": list(self.more_crops)}
 
     @classmethod
     def from_map(cls, o: Any, kind: str) -> "DetectedFace":
         if not isinstance(o, dict):
             raise SchemaError(f"{kind}: a face must be a map")
+        more = o.get("more_crops", [])
+        if (not isinstance(more, list) or len(more) > MAX_MORE_CROPS
+                or not all(isinstance(c, (bytes, bytearray)) for c in more)):
+            raise SchemaError(f"{kind}: more_crops must be a list of at most {MAX_MORE_CROPS} byte strings")
         return cls(_floats(o, "bbox", 4, kind), _get(o, "prob", float, kind), _floats(o, "landmarks", 10, kind),
-                   _get(o, "crop", bytes, kind), _get(o, "face_size", float, kind), _get(o, "blur", float, kind))
+                   _get(o, "crop", bytes, kind), _get(o, "face_size", float, kind), _get(o, "blur", float, kind),
+                   tuple(bytes(c) for c in more))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +169,11 @@ class FrameFaces:
     # Stale frames are still published (without faces) so that every frame is accounted for downstream.
     status: str = "ok"
     session: str = ""  # the frame's session, passed through
-    VERSION = 2
+    VERSION = 3
     STATUSES = ("ok", "stale", "skipped")  # skipped: a newer frame of the camera was detected instead
 
     def encode(self) -> bytes:
-        return msgpack.packb({"v": 2, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
+        return msgpack.packb({"v": 3, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,
                               "capture_ts": self.capture_ts, "width": self.width, "height": self.height,
                               "detect_ts": self.detect_ts, "status": self.status,
                               "faces": [f.to_map() for f in self.faces]})
@@ -169,7 +181,7 @@ class FrameFaces:
     @classmethod
     def decode(cls, raw: bytes) -> "FrameFaces":
         k = "faces"
-        o = _unpack(raw, k, (1, 2))
+        o = _unpack(raw, k, (1, 2, 3))
         faces = tuple(DetectedFace.from_map(f, k) for f in _get(o, "faces", list, k))
         status = _get(o, "status", str, k)
         if status not in cls.STATUSES:

@@ -19,7 +19,7 @@ class Topic:
 
 
 FRAMES = Topic("frames", 12, 10 * 60 * 1000, "JPEG frames from ingest (msgpack, schema frames/v2)")
-FACES = Topic("faces", 12, 10 * 60 * 1000, "aligned face crops per frame (msgpack, schema faces/v2)")
+FACES = Topic("faces", 12, 10 * 60 * 1000, "aligned face crops per frame (msgpack, schema faces/v3)")
 EMBEDDINGS = Topic("embeddings", 12, 60 * 60 * 1000, "L2-normalized embeddings per frame (msgpack, embeddings/v3)")
 IDENTITY_EVENTS = Topic("identity-events", 6, 7 * 24 * 3600 * 1000, "one event per visit, and its end (JSON, identity-event/v2)")
 # Dead letters carry the original bytes (frames, crops: pixels), so they are kept one day by default, long

@@ -35,10 +35,19 @@ def valid_frame(seq: int = 0, w: int = 64, h: int = 48, camera: str = "cam") -> 
     return Frame(camera, seq, 1_700_000_000.0 + seq, w, h, jpeg(w, h, seq)).encode()
 
 
-def valid_faces(seq: int = 0, n: int = 2, size: int = 150, camera: str = "cam") -> bytes:
-    faces = tuple(DetectedFace((0.0, 0.0, 50.0, 50.0), 0.99, (1.0,) * 10, jpeg(size, size, i), 50.0, 80.0)
+def valid_faces(seq: int = 0, n: int = 2, size: int = 150, camera: str = "cam", more: tuple[int, ...] = ()) -> bytes:
+    """`more`: the sides of a fused model's further towers' crops (faces/v3 more_crops)."""
+    faces = tuple(DetectedFace((0.0, 0.0, 50.0, 50.0), 0.99, (1.0,) * 10, jpeg(size, size, i), 50.0, 80.0,
+                               tuple(jpeg(m, m, i) for m in more))
                   for i in range(n))
     return FrameFaces(camera, seq, 1_700_000_000.0 + seq, 640, 360, faces, detect_ts=1_700_000_000.5).encode()
+
+
+def default_model_sizes() -> tuple[int, ...]:
+    """The crop side of each tower of the pipeline's default model (one entry for a single network)."""
+    from shared.vision import checkpoint, meta
+
+    return tuple(int(t["input_size"]) for t in checkpoint.tower_inputs(meta.read_meta(meta.default_path())))
 
 
 def valid_embeddings(seq: int = 0, dim: int = 128, camera: str = "cam", model: str = "m1") -> bytes:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from shared import paths
+from training import impostors
 from training.eval_protocol import summarize
 
 DLIB_REQUIREMENTS = ("dlib-bin==20.0.1.post1", "face_recognition_models==0.3.0")
@@ -111,6 +112,9 @@ def score_dlib(pairs: list, root: Path, rule: str, far: float, quiet: bool) -> t
     summary = summarize(scores, same, folds, None, far)
     summary["tar_at_far"]["euclidean_distance"] = -summary["tar_at_far"].pop("threshold")
     bad = scores == DLIB_NO_FACE_SCORE
+    imp = impostors.within_fold_impostors(desc, found, idx, pairs, euclidean=True)
+    summary["operating_points"] = {"protocol": "as ours: within-fold impostor pairs; score = -distance",
+                                   **impostors.tar_at_fars(scores[same], imp)}
     report = {"model_version": pipe.version, "pipeline": "dlib HOG (upsample 1) + 5-point shape predictor + "
               "get_face_chip(150, 0.25) + dlib_face_recognition_resnet_model_v1; score = -Euclidean distance",
               "face_choice": rule, **summary,

@@ -17,8 +17,8 @@ import numpy as np
 
 from shared import paths
 from shared.vision import checkpoint
-from shared.vision.crop_cache import align_images
-from training import eval_report, lfw, pair_metrics
+from shared.vision.crop_cache import align_images, crops_for
+from training import eval_report, impostors, lfw, pair_metrics
 
 NO_FACE_SCORE = -2.0
 
@@ -98,16 +98,19 @@ def load_pair_set(pairs_file: str | None, images_root: str | None, fmt: str) -> 
     return lfw.read_tsv_pairs(pairs_file), root, stem, "largest"
 
 
-def aligned_for(pairs: list, root: Path, template, rule: str, min_face_size: int, quiet: bool):
-    """Detect and align every image the pairs use (cached); the detector is the pipeline's."""
+def aligned_for(pairs: list, root: Path, templates, rule: str, min_face_size: int, quiet: bool):
+    """Detect and align every image the pairs use (cached); the detector is the pipeline's. Returns the
+    set, the detector and the crops for each template (a fused model's towers: one batch each)."""
     from tqdm import tqdm
 
     from shared.vision.detect import FaceDetector
 
-    det = FaceDetector(template, min_face_size=min_face_size)
+    det = FaceDetector(templates, min_face_size=min_face_size)
     images = list(dict.fromkeys(p for pr in pairs for p in (pr.path1, pr.path2)))
     bar = None if quiet else (lambda it: tqdm(it, desc="detect+align", unit="img", file=sys.stderr))
-    return align_images(images, root, det, rule, progress=bar), det
+    s = align_images(images, root, det, rule, progress=bar)
+    bar2 = None if quiet else (lambda it: tqdm(it, desc="align more templates", unit="img", file=sys.stderr))
+    return s, det, crops_for(s, root, det, det.templates, rule, bar2)
 
 
 def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str, *, flip: bool | None,
@@ -125,9 +128,10 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
         raise SystemExit("every pair involves people this model trained on: nothing to score. A model trained on "
                          "every LFW person is scored by cross-validating its recipe: facestream eval --cv "
                          "'out/train/head-fold{k}/ckpt.pt' (make eval-cv)")
-    aligned, det = aligned_for(kept, root, model.template, rule, min_face_size, quiet)
+    aligned, det, crops = aligned_for(kept, root, model.templates, rule, min_face_size, quiet)
     t1 = time.perf_counter()
-    emb = model.embed(aligned.crops, image_paths=list(aligned.paths))
+    # the image paths let frozen towers reuse their cached features or descriptors (every fold of a CV)
+    emb = model.embed(crops if model.fused else crops[0], image_paths=list(aligned.paths))
     t2 = time.perf_counter()
     scores = pair_scores(emb, aligned.found, aligned.index(), kept)
     same = np.array([p.same for p in kept])
@@ -138,6 +142,15 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
     report = eval_report.model_report(model_path, model, det, dataset, root, rule, len(pairs), summary, note,
                                       aligned, bad, same, {"detect_align": round(t1 - t0, 1),
                                                            "embed": round(t2 - t1, 1)})
+    # the operating point: genuine pairs against every within-fold impostor pair of the scored folds
+    scored_folds = [f["fold"] for f in summary["folds"]]
+    imp = impostors.within_fold_impostors(emb, aligned.found, aligned.index(), kept, scored_folds)
+    genuine = scores[scored & same]
+    report["operating_points"] = {"protocol": "genuine: the scored folds' same pairs (no face: scored -2); "
+                                              "impostors: every pair of two different people's images within "
+                                              "each scored fold", **impostors.tar_at_fars(genuine, imp)}
+    report["_impostors"], report["_genuine"] = imp, genuine  # arrays for run_cv and calibration; not in JSON
+    report["_correct"] = impostors.fold_decisions(scores[scored], same[scored], folds[scored], summary["folds"])
     return report, scores[scored], same[scored]
 
 
@@ -150,7 +163,7 @@ def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, fl
     if not dataset.startswith("lfw-view2"):
         raise SystemExit("--cv needs LFW View 2 (its folds are people-disjoint); drop --pairs")
     folds = sorted({p.fold for p in pairs})
-    per, all_s, all_y = [], [], []
+    per, all_s, all_y, imp, gen, correct = [], [], [], [], [], []
     for k in folds:
         path = Path(pattern.format(k=k))
         r, s, y = run_eval(path, pairs, root, dataset, rule, flip=flip, far=far, min_face_size=min_face_size,
@@ -160,6 +173,7 @@ def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, fl
                              f"{r['identity_disjoint']['lfw_fold']}): it cannot score fold {k}")
         per.append(r)
         all_s.append(s), all_y.append(y)
+        imp.append(r.pop("_impostors")), gen.append(r.pop("_genuine")), correct.append(r.pop("_correct"))
         if not quiet:
             print(f"fold {k}: {100 * r['folds'][0]['accuracy']:.2f}% ({r['model_version']})", file=sys.stderr)
     scores, same = np.concatenate(all_s), np.concatenate(all_y)
@@ -168,4 +182,9 @@ def run_cv(pattern: str, pairs: list, root: Path, dataset: str, rule: str, *, fl
               "tar_at_far": {"far": far, "tar": tar, "threshold": t, "far_achieved": got,
                              "n_different_pairs": int((~same).sum())},
               "n_pairs_scored": int(len(scores))}
-    return eval_report.cv_report(pattern, folds, per, dataset, rule, len(pairs), pooled), scores, same
+    report = eval_report.cv_report(pattern, folds, per, dataset, rule, len(pairs), pooled)
+    imp_all, gen_all = np.concatenate(imp), np.concatenate(gen)
+    report["operating_points"] = {"protocol": "each fold's genuine and within-fold impostor pairs scored by "
+                                              "that fold's model, pooled", **impostors.tar_at_fars(gen_all, imp_all)}
+    report["_impostors"], report["_genuine"], report["_correct"] = imp_all, gen_all, np.concatenate(correct)
+    return report, scores, same

@@ -12,6 +12,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def public(report: dict) -> dict:
+    """The report without its arrays (keys starting with "_": impostor scores, per-pair decisions)."""
+    return {k: v for k, v in report.items() if not k.startswith("_")}
+
+
 def model_report(model_path: Path, model, det, dataset: str, root: Path, rule: str, n_pairs_total: int,
                  summary: dict, note: dict, aligned, bad: np.ndarray, same: np.ndarray, seconds: dict) -> dict:
     """One checkpoint's report: what was scored and how (model, detector, template, faces), the protocol's
@@ -79,6 +84,11 @@ def print_summary(r: dict, out: Path) -> None:
              "people only chose the threshold)" if idj["lfw_fold"] is not None else ""))
     print(f"  no face found in {len(nf['images'])} images -> {nf['pairs']} pairs scored 'different' "
           f"({nf['same_pairs_counted_wrong']} of them same pairs, so errors)")
+    op = r.get("operating_points") or {}
+    if op:
+        pts = "   ".join(f"TAR {100 * op[k]['tar']:.2f}% at FAR {k} (cosine >= {op[k]['threshold']:.4f})"
+                       for k in ("0.001", "0.0001") if k in op)
+        print(f"  against {op['n_impostor_pairs']:,} within-fold impostor pairs: {pts}")
     if "calibration" in r:
         c = r["calibration"]
         print(f"  threshold at FAR {c['far']:g}: cosine {c['cosine']:.4f} (TAR {100 * c['tar']:.2f}%)"

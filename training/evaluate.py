@@ -25,10 +25,10 @@ import numpy as np
 from shared import paths
 from shared.config import ConfigError, build_parser, parse, setting
 from shared.vision import checkpoint, meta
-from training import pair_metrics
+from training import impostors, pair_metrics
 from training.curves import plot_roc
 from training.eval_protocol import load_pair_set, run_cv, run_eval
-from training.eval_report import print_summary
+from training.eval_report import print_summary, public
 
 DEFAULT_OUT = paths.REPO_ROOT / "out" / "eval"
 
@@ -83,23 +83,33 @@ def config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> EvalCon
 def calibrate(a: EvalConfig, model_path: Path, report: dict, scores: np.ndarray, same: np.ndarray,
               dataset: str) -> None:
     """The cosine threshold at `a.calibrate_far` into `report`; with --write-threshold into the checkpoint
-    too, and with --record-calibration into models/calibration.json."""
-    t, tar, got = pair_metrics.threshold_at_far(scores, same, a.calibrate_far)
-    report["calibration"] = {"far": a.calibrate_far, "cosine": t, "tar": tar, "far_achieved": got, "written": False}
+    too, and with --record-calibration into models/calibration.json, with the impostor tail that
+    `facestream calibrate` takes as its prior. The threshold is set by the within-fold impostor pairs
+    (millions on LFW View 2), not by the 3,000 different pairs, whose FAR 1e-3 is the 4th highest score."""
+    imp, gen = report["_impostors"], report["_genuine"]
+    op = impostors.tar_at_fars(gen, imp, (a.calibrate_far,)).get(f"{a.calibrate_far:g}")
+    if op is None:  # too few impostor pairs for this FAR: the different pairs are all there is
+        t, tar, got = pair_metrics.threshold_at_far(scores, same, a.calibrate_far)
+        n_imp = int((~same).sum())
+    else:
+        t, tar, got, n_imp = op["threshold"], op["tar"], op["far_achieved"], len(imp)
+    report["calibration"] = {"far": a.calibrate_far, "cosine": t, "tar": tar, "far_achieved": got,
+                             "n_impostor_pairs": n_imp, "written": False}
     if not a.write_threshold:
         return
     ckpt_flip = bool(checkpoint.load(model_path)["flip_average"])
     if report["flip_average"] != ckpt_flip:  # the threshold belongs to one way of embedding
         raise SystemExit(f"refusing to write a threshold measured with flip={report['flip_average']} "
                          f"into a checkpoint that embeds with flip={ckpt_flip}")
-    source = (f"{dataset}{' cross-validated by ' + a.cv if a.cv else ''}: {int((~same).sum())} different "
-              f"pairs, FAR {a.calibrate_far:g}, facestream eval {report['date']}")
+    source = (f"{dataset}{' cross-validated by ' + a.cv if a.cv else ''}: {n_imp} impostor pairs, "
+              f"FAR {a.calibrate_far:g}, facestream eval {report['date']}")
     summary = {k: report[k] for k in ("dataset", "accuracy_mean", "accuracy_std", "auc", "tar_at_far",
-                                      "flip_average", "date")}
+                                      "operating_points", "flip_average", "date")}
     checkpoint.set_threshold(model_path, t, a.calibrate_far, source, eval_summary=summary)
     if a.record_calibration:
         ckpt = checkpoint.load(model_path)
-        meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], summary)
+        meta.record(ckpt["model_version"], ckpt["flip_average"], ckpt["threshold"], summary,
+                    impostors.impostor_tail(imp))
     report["calibration"]["written"] = True
 
 
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                    out.with_suffix(".png"), f"{dataset}: ROC")
     report["roc_png"] = str(png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    out.write_text(json.dumps(public(report), indent=1))
     print_summary(report, out)
     return 0
 

@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
+    if cfg.fusion:  # the towers stay frozen: no tower to build, only the head between them
+        from training.fusion_head import run as run_fusion
+
+        run_fusion(cfg, out)
+        return 0
     # --- the tower, and faces at its input size
     tower, spec = build_tower(cfg, resumed)
     faces, people = load_faces(cfg, spec.input_size)

@@ -36,6 +36,9 @@ class TrainConfig:
     head_only: bool = setting(False, "faceapi: fine-tune only the last layer (fc 256->128) on cached features of "
                                      "the frozen network: seconds per run on the CPU; implies --recipe head",
                               env=False)
+    fusion: bool = setting(False, "train the fusion head of a fused pair (--pair) on cached tower descriptors of "
+                                  "LFW's other folds' people (needs --lfw-fold); implies --recipe fusion", env=False)
+    pair: str = setting(str(paths.MODELS_DIR / "fused_resnet_mfn.pt"), "--fusion: the fused pair whose head learns")
     init: str = setting(str(paths.MODELS_DIR / "faceapi_resnet128.pt"), "pretrained checkpoint (faceapi)")
     freeze: int = setting(8, "faceapi: freeze this many leading stages (1 = the stem, 2 = stem + first block, ...; "
                              "8 = through conv64_3, 2.8x faster on the CPU than none; 15 = all)", ge=0, le=15)
@@ -86,6 +89,8 @@ class TrainConfig:
         """What no single bound can say: the rules between settings."""
         if (self.data is None) == (self.lfw_fold is None):
             raise ConfigError("give exactly one of --data DIR and --lfw-fold K (or --dry-run)")
+        if self.fusion and (self.lfw_fold is None or self.head_only):
+            raise ConfigError("--fusion trains on LFW's other folds: give --lfw-fold K, and not --head-only")
         if self.head_only and self.tower != FACEAPI:
             raise ConfigError("--head-only fine-tunes the face-api tower's last layer: not with --tower scratch")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -134,8 +139,8 @@ def config(argv: Sequence[str] | None, env: Mapping[str, str] | None = None) -> 
     layers: list[tuple[str, Mapping[str, Any]]] = []
     resumed = None
     if ns.resume is not None:
-        if ns.head_only:
-            raise ConfigError("--head-only runs take seconds: run again rather than --resume")
+        if ns.head_only or ns.fusion:
+            raise ConfigError("--head-only and --fusion runs take seconds: run again rather than --resume")
         resumed = checkpoint.load(ns.resume)
         if "train" not in resumed:
             raise ConfigError(f"{ns.resume} holds no training state to resume from")
@@ -143,7 +148,7 @@ def config(argv: Sequence[str] | None, env: Mapping[str, str] | None = None) -> 
         layers.append((f"checkpoint {ns.resume}", {**resumed["train"]["config"], "out": str(ns.resume.parent)}))
     if ns.dry_run:  # its small batches and few steps win over the recipe's
         layers += [("--dry-run", {"data": str(paths.data_root() / DRY_RUN_DATA)}), _recipe_layer(DRY_RUN_RECIPE)]
-    recipe = ns.recipe or (HEAD_RECIPE if ns.head_only else None)
+    recipe = ns.recipe or (HEAD_RECIPE if ns.head_only else "fusion" if ns.fusion else None)
     if recipe is not None:
         layers.append(_recipe_layer(recipe))
     return parse(TrainConfig, argv, env, parser=p, recipes=layers)[0], resumed

@@ -53,8 +53,9 @@ def build(cfg: DetectorConfig) -> Stage:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    template = checkpoint.template_of(meta.read_meta(Path(cfg.model) if cfg.model else meta.default_path()))
-    detector = FaceDetector(template, min_face_size=cfg.min_face_size, device=cfg.device,
+    # every template the model's towers need: a fused pair gets one crop per tower from the same landmarks
+    templates = checkpoint.templates_of(meta.read_meta(Path(cfg.model) if cfg.model else meta.default_path()))
+    detector = FaceDetector(templates, min_face_size=cfg.min_face_size, device=cfg.device,
                             refine=cfg.refine_landmarks)
     gates = Gates(cfg.min_face_size, cfg.min_prob, cfg.min_sharpness, cfg.max_faces)
     process = make_process(detector.detect, gates, cfg.faces_topic, cfg.max_frame_age_ms / 1000,

@@ -81,12 +81,15 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
             metrics.FACES_REJECTED.labels(why).inc()
             continue
         crop = encode_crop(face.crop, crop_quality)
-        if size + len(crop) > MAX_OUTPUT_BYTES:  # a crowd at max_faces 1000 must not make an unsendable message
+        # a fused model's further towers get their own crops, aligned from the same landmarks
+        more = tuple(encode_crop(c, crop_quality) for c in getattr(face, "crops", (face.crop,))[1:])
+        cost = len(crop) + sum(len(c) for c in more)
+        if size + cost > MAX_OUTPUT_BYTES:  # a crowd at max_faces 1000 must not make an unsendable message
             metrics.FACES_REJECTED.labels("output_size").inc()
             continue
-        size += len(crop)
+        size += cost
         kept.append(DetectedFace(face.box, face.prob, tuple(float(v) for v in face.landmarks.ravel()),
-                                 crop, float(face.face_size), float(face.blur)))
+                                 crop, float(face.face_size), float(face.blur), more))
     metrics.FACES_PER_FRAME.labels(STAGE).observe(len(kept))
     return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, tuple(kept),
                       detect_ts=time.time(), session=frame.session)

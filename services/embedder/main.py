@@ -40,7 +40,8 @@ def build(cfg: EmbedderConfig) -> Stage:
     model = EmbeddingModel.load(cfg.model or None, device=cfg.device, half=half)
     log.info("embedder: model %s on %s (half=%s, flip_average=%s)", model.model_version, model.device, model.half,
              model.flip_average)
-    process = make_process(lambda crops: model.embed(crops, batch_size=cfg.model_batch_size), model.input_size,
+    sizes = model.input_size if not model.fused else [t.size for t in model.inputs]
+    process = make_process(lambda crops: model.embed(crops, batch_size=cfg.model_batch_size), sizes,
                            model.model_version, cfg.embeddings_topic, model.device.type)
     return Stage("embedder", cfg.faces_topic, FrameFaces.decode, process)
 

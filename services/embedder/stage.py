@@ -6,7 +6,7 @@ need to see time pass), except frames the detector marked stale, which end their
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,20 +33,31 @@ def decode_crop(jpeg: bytes, size: int) -> np.ndarray:
     return rgb
 
 
-def make_process(embed: Callable[[np.ndarray], np.ndarray], input_size: int, model_version: str,
+def face_crops(face, sizes: Sequence[int]) -> list[np.ndarray]:
+    """A face's crops, one per tower of the model (`sizes`: each tower's input side), decoded and checked."""
+    jpegs = (face.crop_jpeg, *face.more_crops)
+    if len(jpegs) != len(sizes):
+        raise InvalidMessage(f"a face carries {len(jpegs)} crop(s), the model's {len(sizes)} tower(s) need "
+                             f"{len(sizes)}: the detector runs another model's templates, or the face is forged")
+    return [decode_crop(j, s) for j, s in zip(jpegs, sizes)]
+
+
+def make_process(embed: Callable, input_size: int | Sequence[int], model_version: str,
                  embeddings_topic: str, device: str = "cpu"):
-    """The stage's batch function. `embed` maps (N, S, S, 3) uint8 crops to (N, D) unit vectors. Every
-    frame's crops are decoded and checked first; a frame with a bad crop gets an InvalidMessage as its
-    result and the others go through the one model call."""
+    """The stage's batch function. `embed` maps (N, S, S, 3) uint8 crops to (N, D) unit vectors, or, for
+    a fused model (`input_size` a list, one side per tower), a tuple of such batches. Every frame's crops
+    are decoded and checked first; a frame with a bad crop gets an InvalidMessage as its result and the
+    others go through the one model call."""
+    sizes = [int(input_size)] if isinstance(input_size, int) else [int(s) for s in input_size]
 
     def process(frames: list[FrameFaces]) -> list[Result]:
         bad: dict[int, InvalidMessage] = {}
-        crops = []
+        crops: list[list[np.ndarray]] = []
         for k, f in enumerate(frames):
             if f.status != "ok":
                 continue
             try:
-                mine = [decode_crop(face.crop_jpeg, input_size) for face in f.faces]
+                mine = [face_crops(face, sizes) for face in f.faces]
             except InvalidMessage as e:
                 bad[k] = e
                 continue
@@ -54,7 +65,8 @@ def make_process(embed: Callable[[np.ndarray], np.ndarray], input_size: int, mod
         vectors = np.zeros((0, 0), np.float32)
         if crops:
             t0 = time.perf_counter()
-            vectors = embed(np.stack(crops))
+            per_tower = [np.stack([c[t] for c in crops]) for t in range(len(sizes))]
+            vectors = embed(per_tower[0] if len(sizes) == 1 else tuple(per_tower))
             metrics.MODEL_BATCH_SECONDS.labels(device).observe(time.perf_counter() - t0)
             metrics.FACES_EMBEDDED.labels(model_version).inc(len(crops))
             if len(vectors) != len(crops):

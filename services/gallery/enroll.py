@@ -87,7 +87,7 @@ def embed_photos(files: list[Path], detector, model, pick: Pick = "only", min_fa
                                          "to one person, or pass --pick largest"))
             continue
         face = pick_face(faces, rgb.shape, "largest")
-        emb = model.embed(face.crop[None])[0]
+        emb = model.embed_faces([face])[0]
         # the same photo and face enrolled twice keeps one embedding
         eid = hashlib.sha1(data + np.round(np.asarray(face.box), 0).tobytes()).hexdigest()[:16]
         results.append(Accepted(path, eid, emb, face.box, face.prob))

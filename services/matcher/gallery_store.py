@@ -4,7 +4,8 @@ Layout under a prefix (default `facestream:gallery`):
     {p}:people             SET of names
     {p}:person:{name}      HASH: meta (JSON: model_version, created, updated, sources)
     {p}:emb:{name}         HASH: embedding id (hash of the source photo and face) -> float32 bytes
-    {p}:version            INT, incremented by every change
+    {p}:calibration        STRING: JSON, the threshold `facestream calibrate` measured on this gallery
+    {p}:version            INT, incremented by every change (the calibration's too)
     {p}:changed            pub/sub channel: the new version, published after every change
 Writes are MULTI/EXEC transactions that also bump the version and publish it, so a reader never sees
 half an enrollment and a writer that loses Redis has either written and notified or done neither.
@@ -113,6 +114,28 @@ class GalleryStore:
             pipe.eval(_BUMP, 1, f"{self.p}:version", self.channel)
             removed, _, _ = pipe.execute()
         return bool(removed)
+
+    @property
+    def calibration_key(self) -> str:
+        return f"{self.p}:calibration"
+
+    def write_calibration(self, doc: dict) -> int:
+        """Store a calibration (services/gallery/calibrate.py) and notify like any change, so that running
+        matchers re-read it with their next reload; returns the new gallery version."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self.calibration_key, json.dumps(doc))
+            pipe.eval(_BUMP, 1, f"{self.p}:version", self.channel)
+            return int(pipe.execute()[-1])
+
+    def calibration(self) -> dict | None:
+        """The stored calibration, or None; ValueError when the key holds no JSON object."""
+        raw = self.r.get(self.calibration_key)
+        if raw is None:
+            return None
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{self.calibration_key} holds no JSON object")
+        return doc
 
     def person_meta(self, name: str) -> dict | None:
         raw = self.r.hget(f"{self.p}:person:{name}", "meta")

@@ -52,11 +52,15 @@ class Backoff:
 class LiveIndex:
     """`index()` is the latest complete GalleryIndex; `loaded` is set once the first load succeeded.
 
-    `store` is a GalleryStore (load, version, subscribe); `where` names Redis in logs (URL, password masked)."""
+    `store` is a GalleryStore (load, version, subscribe); `where` names Redis in logs (URL, password masked).
+    `on_load(store)` runs in the sync thread with every load, before the new index is served: what else must
+    follow the gallery (the threshold of its calibration, services/matcher/threshold.py) reads it there."""
 
     def __init__(self, store, model_version: str, check_interval_s: float, where: str,
-                 backoff: Backoff | None = None, report_every_s: float = 60.0):
+                 backoff: Backoff | None = None, report_every_s: float = 60.0,
+                 on_load: Callable[[object], None] | None = None):
         self.store, self.model_version, self.check_interval_s = store, model_version, check_interval_s
+        self.on_load = on_load
         self.where, self.backoff, self.report_every_s = where, backoff or Backoff(), report_every_s
         self.loaded = threading.Event()
         self.up = False
@@ -120,6 +124,8 @@ class LiveIndex:
         if skipped:
             log.warning("matcher: ignoring %d people enrolled with another model (re-enroll them): %s",
                         len(skipped), ", ".join(skipped[:10]))
+        if self.on_load is not None:
+            self.on_load(self.store)
         index = GalleryIndex.build(people, version, self.model_version)
         self._index = index
         self.loaded.set()

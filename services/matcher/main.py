@@ -17,6 +17,7 @@ from pathlib import Path
 
 from services.matcher.gallery_store import DEFAULT_PREFIX, GalleryStore
 from services.matcher.live_index import Backoff, LiveIndex
+from services.matcher.threshold import LiveThreshold
 from services.matcher.tracks import TrackPolicy
 from services.matcher.visit_store import DEFAULT_PREFIX as DEFAULT_VISIT_PREFIX
 from services.matcher.visit_store import RedisVisitStore
@@ -35,8 +36,9 @@ class MatcherConfig(StageConfig):
     """facestream matcher: gallery search, per-track votes, one identity event per visit."""
     model: str = setting("", "checkpoint whose model version and calibrated threshold apply "
                          "(default models/facestream.pt, or FACESTREAM_MODEL)")
-    threshold: float | None = setting(None, "cosine threshold; default: the one `facestream eval` calibrated "
-                                      "into the checkpoint", ge=-1.0, le=1.0)
+    threshold: float | None = setting(None, "cosine threshold; default: the gallery's calibration for the model "
+                                      "(`facestream calibrate`, re-read with every gallery change), else the one "
+                                      "`facestream eval` calibrated into the checkpoint", ge=-1.0, le=1.0)
     embeddings_topic: str = setting(topics.EMBEDDINGS.name, "input topic")
     events_topic: str = setting(topics.IDENTITY_EVENTS.name, "output topic")
     gallery_prefix: str = setting(DEFAULT_PREFIX, "Redis key prefix of the gallery")
@@ -97,32 +99,37 @@ def build(cfg: MatcherConfig, health: metrics.Health, stop: kafka_loop.StopFlag)
     if not path.exists():
         raise ConfigError(f"no checkpoint at {path} (run `make models`)")
     ckpt = meta.read_meta(path)
-    threshold = cfg.threshold
-    if threshold is None:
-        if not ckpt.get("threshold"):
-            raise ConfigError(f"the checkpoint of {ckpt['model_version']} has no calibrated threshold: run "
-                              "`facestream eval --write-threshold` or pass --threshold")
-        threshold = float(ckpt["threshold"]["cosine"])
-    log.info("matcher: model %s, cosine threshold %.4f", ckpt["model_version"], threshold)
-    index = LiveIndex(GalleryStore.for_config(cfg, cfg.gallery_prefix), ckpt["model_version"],
+    model_version = ckpt["model_version"]
+    # --threshold, else the gallery's calibration for this model (read with every gallery load), else the checkpoint's
+    threshold = LiveThreshold(cfg.threshold, ckpt.get("threshold"), model_version)
+    index = LiveIndex(GalleryStore.for_config(cfg, cfg.gallery_prefix), model_version,
                       cfg.gallery_check_interval_s, mask_url(cfg.redis_url),
-                      Backoff(max_s=cfg.redis_retry_max_s)).start()
+                      Backoff(max_s=cfg.redis_retry_max_s), on_load=threshold.refresh).start()
     # still serving from memory while Redis is away: /readyz stays 200 and says so
     health.degraded["redis"] = lambda: None if index.up else "Redis unreachable, matching against the gallery in memory"
     if not wait_for_gallery(index, health, stop):
         index.close()
         return None
-    continuity = cfg.track_min_similarity if cfg.track_min_similarity is not None else threshold - 0.05
-    policy = TrackPolicy(max_gap_s=cfg.track_max_gap_s, min_continuity=continuity, min_votes=cfg.min_votes,
-                         vote_ratio=cfg.vote_ratio, unknown_min_faces=cfg.unknown_min_faces)
+    if threshold.value is None:
+        index.close()
+        raise ConfigError(f"{threshold.source}: run `facestream calibrate`, `facestream eval --write-threshold`, "
+                          "or pass --threshold")
+    log.info("matcher: model %s, cosine threshold %.4f from %s", model_version, threshold.value, threshold.source)
+
+    def continuity(t: float) -> float:
+        return cfg.track_min_similarity if cfg.track_min_similarity is not None else t - 0.05
+
+    policy = TrackPolicy(max_gap_s=cfg.track_max_gap_s, min_continuity=continuity(threshold.value),
+                         min_votes=cfg.min_votes, vote_ratio=cfg.vote_ratio, unknown_min_faces=cfg.unknown_min_faces)
     # short timeouts: the visits are read and written from the loop; while Redis is away they run in memory
     visits = RedisVisitStore(client_for(cfg, timeout_s=1.0, retries=0), cfg.visit_key_prefix)
-    m = Matcher(index, threshold, ckpt["model_version"], cfg.events_topic, policy,
+    m = Matcher(index, threshold.value, model_version, cfg.events_topic, policy,
                 embedding_dim=int(ckpt["embedding_dim"]), visit_store=visits, visit_gap_s=cfg.visit_gap_s,
                 # a visit's end, marked in Redis, is held off from others for longer than its transaction can live
                 end_lease_s=max(120.0, 2 * cfg.transaction_timeout_ms / 1000))
     # one line for Redis: the gallery's when it is away (the visits are then away too), else the visits' own
     # (a refusal: the matcher's ACL user or --visit-prefix), so that /readyz names each fault once
+    threshold.subscribe(lambda t: m.set_threshold(t, continuity(t)))  # a new calibration, without a restart
     health.degraded["redis"] = lambda: (None if index.up else "Redis unreachable, matching against the gallery "
                                         "in memory") or m.visits.degraded
     log.info("matcher: visits under %s:*, announced again after %.0f s away", cfg.visit_key_prefix, cfg.visit_gap_s)

@@ -13,6 +13,7 @@ the matcher busy (the end check runs from `process` and `idle`, at most once a s
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -54,6 +55,16 @@ class Matcher:
         # track ids unique per process (and across restarts and replicas); the visit is what is stable
         self._prefix = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
         self._track_numbers = itertools.count()
+
+    def set_threshold(self, threshold: float, min_continuity: float | None = None) -> None:
+        """Apply another cosine threshold (a new calibration of the gallery) from the next batch on; with
+        `min_continuity`, the tracks' continuity follows it. Called from the gallery-sync thread: each is
+        one reference swap, and a batch reads the threshold once."""
+        if min_continuity is not None and min_continuity != self.policy.min_continuity:
+            self.policy = dataclasses.replace(self.policy, min_continuity=min_continuity)
+            for cam in list(self.cameras.values()):
+                cam.policy = self.policy
+        self.threshold = float(threshold)
 
     def _tracks(self, camera_id: str) -> CameraTracks:
         if camera_id not in self.cameras:  # one numbering for all: a camera back after a pause repeats no id
@@ -108,7 +119,7 @@ class Matcher:
         self._next_tick = -float("inf")
 
     def _match(self, frames: list[FrameEmbeddings]) -> list[list[Output]]:
-        index = self.index()
+        index, threshold = self.index(), self.threshold
         queries = [face.embedding for f in frames for face in f.faces]
         names, scores = index.search(np.stack(queries)) if queries else ([], np.zeros(0))
         now = self.clock()
@@ -116,7 +127,7 @@ class Matcher:
         for f in frames:
             obs = []
             for face in f.faces:
-                name = names[i] if scores[i] >= self.threshold else None
+                name = names[i] if scores[i] >= threshold else None
                 obs.append(FaceObs(face.bbox, face.embedding, name, float(scores[i]),
                                    quality_weight(face.face_size, face.sharpness)))
                 i += 1

@@ -53,6 +53,15 @@ DLIB_150 = AlignTemplate(
 )
 
 
+# ArcFace's five points in its 112 x 112 crop (insightface's `arcface_dst`): the framing MobileFaceNet learnt.
+ARCFACE_112 = AlignTemplate(
+    name="arcface_112",
+    size=112,
+    points=np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+                     [70.7299, 92.2041]], np.float32),
+)
+
+
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 similarity (rotation, uniform scale, translation; no reflection) mapping `src` points onto
     `dst` points in the least-squares sense (Umeyama 1991). Both are (N, 2), N >= 2."""

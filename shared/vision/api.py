@@ -71,7 +71,7 @@ class Recognizer:
         from shared.vision.embed import EmbeddingModel
 
         model = EmbeddingModel.load(model_path, device=device)
-        detector = FaceDetector(model.template, min_face_size=min_face_size, refine=refine)
+        detector = FaceDetector(model.templates, min_face_size=min_face_size, refine=refine)
         return cls(detector, model, threshold)
 
     def detect(self, rgb: np.ndarray) -> list:
@@ -80,9 +80,7 @@ class Recognizer:
 
     def embed(self, faces: Sequence) -> np.ndarray:
         """(N, D) unit vectors of the faces' aligned crops."""
-        if not faces:
-            return np.zeros((0, self.model.embedding_dim), np.float32)
-        return self.model.embed(np.stack([f.crop for f in faces]))
+        return self.model.embed_faces(faces)
 
     def identify(self, rgb: np.ndarray, index: Index) -> list[Match]:
         """Every face of the image against `index`: a name where the score reaches the threshold."""

@@ -44,6 +44,8 @@ def _lazy(module: str, cls: str) -> Callable[[dict], nn.Module]:
 ARCHS: dict[str, Callable[[dict], nn.Module]] = {
     "faceapi_resnet128": _lazy("shared.vision.nets.faceapi_resnet", "FaceApiResNet"),
     "scratch_cnn": _lazy("shared.vision.nets.scratch_cnn", "ScratchCNN"),
+    "mobilefacenet": _lazy("shared.vision.nets.mobilefacenet", "MobileFaceNet"),
+    "fused": _lazy("shared.vision.nets.fused", "FusedTowers"),
 }
 
 
@@ -118,13 +120,31 @@ def load(path: str | Path | None = None) -> dict:
 
 
 def template_of(ckpt: dict) -> AlignTemplate:
-    """The alignment template the checkpoint's network expects."""
+    """The alignment template the checkpoint's network expects (a fused pair's: its first tower's)."""
     return AlignTemplate.from_dict(ckpt["template"])
+
+
+def tower_inputs(ckpt: dict) -> list[dict]:
+    """What each tower of the checkpoint takes: [{"template": AlignTemplate, "input_size", "input_norm"}],
+    one entry for a single network, one per tower (in order) for a fused pair. Reads metadata only, so the
+    detector learns every crop it must make without torch."""
+    towers = ckpt["arch_config"].get("towers") if ckpt["arch"] == "fused" else None
+    if not towers:
+        return [{"template": template_of(ckpt), "input_size": int(ckpt["input_size"]), "input_norm": input_norm(ckpt)}]
+    return [{"template": AlignTemplate.from_dict(t["template"]), "input_size": int(t["input_size"]),
+             "input_norm": t.get("input_norm") or DEFAULT_INPUT_NORM.get(t["arch"], FALLBACK_INPUT_NORM)}
+            for t in towers]
+
+
+def templates_of(ckpt: dict) -> list[AlignTemplate]:
+    """Every template the checkpoint's towers need, the first one the detector refines landmarks with."""
+    return [t["template"] for t in tower_inputs(ckpt)]
 
 
 # Per-arch input normalization when a checkpoint does not state its own `input_norm`.
 DEFAULT_INPUT_NORM = {
     "faceapi_resnet128": {"mean": [122.782, 117.001, 104.298], "std": [256.0, 256.0, 256.0]},  # dlib's
+    "mobilefacenet": {"mean": [127.5, 127.5, 127.5], "std": [128.0, 128.0, 128.0]},
 }
 FALLBACK_INPUT_NORM = {"mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]}  # pixels to [-1, 1]
 

@@ -152,3 +152,39 @@ def align_people(people: Iterable[str], images_root: str | Path, detector: FaceD
     s = align_images(paths, root, detector, rule, progress)
     kept = _rows(s, np.flatnonzero(s.found))
     return kept, [p.split("/")[0] for p in kept.paths]
+
+
+def crops_for(s: AlignedSet, images_root: str | Path, detector: FaceDetector, templates: Sequence,
+              rule: str, progress: Callable[[Iterable], Iterable] | None = None) -> tuple[np.ndarray, ...]:
+    """The set's crops for each of `templates` (a fused model's towers), row for row. The detector's own
+    template is `s.crops`; any other is aligned from the image with the cached landmarks, exactly as the
+    detector aligns its further templates, and cached beside the detections
+    (<cache dir>/more-<template>.npz), so that only the first run reads the images again."""
+    from shared.vision.align import align
+
+    root = Path(images_root)
+    out = []
+    for t in templates:
+        if t == detector.template:
+            out.append(np.asarray(s.crops))
+            continue
+        d = _cache_dir(root, detector, rule)
+        key = hashlib.sha1(json.dumps(t.to_dict()).encode()).hexdigest()[:12]
+        path = d / f"more-{t.name}-{key}.npz"
+        have: dict[str, np.ndarray] = {}
+        if path.exists():
+            z = np.load(path)
+            have = dict(zip(z["paths"].tolist(), z["crops"]))
+        todo = [i for i, p in enumerate(s.paths) if p not in have and s.found[i]]
+        for i in (progress(todo) if progress else todo):
+            have[s.paths[i]] = align(load_rgb(root / s.paths[i]), s.landmarks[i], t)
+        if todo:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+            keys = list(have)
+            np.savez(tmp, paths=np.array(keys), crops=np.stack([have[k] for k in keys]))
+            os.replace(tmp, path)
+        blank = np.zeros((t.size, t.size, 3), np.uint8)
+        out.append(np.stack([have.get(p, blank) if f else blank for p, f in zip(s.paths, s.found)])
+                   if s.paths else np.zeros((0, t.size, t.size, 3), np.uint8))
+    return tuple(out)

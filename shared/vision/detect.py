@@ -26,6 +26,11 @@ class Face:
     crop: np.ndarray                        # (S, S, 3) uint8 RGB, aligned to the detector's template
     face_size: float                        # shorter side of the box, pixels
     blur: float                             # variance of the Laplacian of the grey crop: low means blurred
+    crops: tuple = ()                       # one crop per template of the detector, crops[0] is `crop`
+
+    def __post_init__(self) -> None:
+        if not self.crops:
+            object.__setattr__(self, "crops", (self.crop,))
 
     @property
     def center(self) -> tuple[float, float]:
@@ -41,13 +46,18 @@ def blur_score(crop: np.ndarray) -> float:
 
 
 class FaceDetector:
-    """MTCNN + alignment to `template`: `detect(rgb) -> list[Face]`, highest probability first."""
+    """MTCNN + alignment: `detect(rgb) -> list[Face]`, highest probability first. `template` may be a list
+    (a fused pair's towers): each face then gets one crop per template, all from the same landmarks, which
+    the first template's crop refines."""
 
-    def __init__(self, template: AlignTemplate = DLIB_150, min_face_size: int = 40,
+    def __init__(self, template: AlignTemplate | Sequence[AlignTemplate] = DLIB_150, min_face_size: int = 40,
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), device: str = "cpu", refine: bool = True):
         from facenet_pytorch import MTCNN  # imported here: torch is heavy and only detection needs it
 
-        self.template = template
+        self.templates = (template,) if isinstance(template, AlignTemplate) else tuple(template)
+        if not self.templates:
+            raise ValueError("a detector needs at least one template")
+        self.template = self.templates[0]
         self.refine = bool(refine)
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
@@ -56,7 +66,8 @@ class FaceDetector:
                             post_process=False, device=device)
 
     def settings_key(self) -> str:
-        """A short string naming everything that changes the crops this detector makes (for caches)."""
+        """A short string naming everything that changes the first template's crops and the landmarks (for
+        caches; the other templates' crops follow from the landmarks: `crop_cache.crops_for`)."""
         t = self.template
         pts = ",".join(f"{v:.2f}" for v in t.points.ravel())
         key = f"mtcnn-min{self.min_face_size}-th{'_'.join(f'{x:g}' for x in self.thresholds)}-{t.name}-{t.size}-{pts}"
@@ -84,8 +95,9 @@ class FaceDetector:
         faces = []
         for box, prob, pts, crop in zip(boxes, probs, points, crops):
             x1, y1, x2, y2 = (float(v) for v in box)
+            more = tuple(align(rgb, pts, t) for t in self.templates[1:])
             faces.append(Face(box=(x1, y1, x2, y2), prob=float(prob), landmarks=pts, crop=crop,
-                              face_size=min(x2 - x1, y2 - y1), blur=blur_score(crop)))
+                              face_size=min(x2 - x1, y2 - y1), blur=blur_score(crop), crops=(crop, *more)))
         return faces
 
     def refine_landmarks(self, crops: Sequence[np.ndarray], landmarks: np.ndarray) -> np.ndarray:

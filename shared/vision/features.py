@@ -67,3 +67,41 @@ def cached_features(net, crops: np.ndarray, image_paths: Sequence[str] | None, n
         os.replace(tmp, path)
     rows = [have[(p, int(s))] for p, s in zip(image_paths, sums.tolist())]
     return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+TOWER_CACHE = paths.CACHE_DIR / "tower_descriptors"
+
+
+def cached_tower_descriptors(model, crops: Sequence[np.ndarray], image_paths: Sequence[str]) -> list[np.ndarray]:
+    """A fused model's per-tower unit descriptors (mirror-averaged as the model says) of crops that come
+    from these image files, cached per (tower weights, normalisation, flip, image path, crop checksum).
+    The fusion head trains and every fold's head is scored on frozen towers: the towers run once for all
+    ten folds and every run after, and only the head's cheap fuse step differs."""
+    out = []
+    for k, (tower, t, c) in enumerate(zip(model.net.towers, model.inputs, crops)):
+        c = np.asarray(c)
+        sums = np.array([zlib.adler32(np.ascontiguousarray(x).tobytes()) for x in c], np.int64)
+        key = hashlib.sha1(f"{weights_hash(tower.state_dict(), 16)}|{t.mean}|{t.std}|{model.flip_average}|"
+                           f"{model.half}".encode()).hexdigest()[:16]
+        path = TOWER_CACHE / f"{key}.npz"
+        have: dict[tuple[str, int], np.ndarray] = {}
+        if path.exists():
+            z = np.load(path)
+            have = {(p, int(s)): d for p, s, d in zip(z["paths"].tolist(), z["sums"], z["d"])}
+        todo = [i for i, kk in enumerate(zip(image_paths, sums.tolist())) if kk not in have]
+        if todo:
+            d = model.tower_embed(k, c[todo])
+            have.update({(image_paths[i], int(sums[i])): d[j] for j, i in enumerate(todo)})
+            keys = list(have)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{key}.tmp{os.getpid()}.npz")
+            np.savez(tmp, paths=np.array([p for p, _ in keys]), sums=np.array([s for _, s in keys], np.int64),
+                     d=np.stack([have[kk] for kk in keys]))
+            os.replace(tmp, path)
+        out.append(np.stack([have[(p, int(s))] for p, s in zip(image_paths, sums.tolist())])
+                   if len(c) else np.zeros((0, tower_dim(model, k)), np.float32))
+    return out
+
+
+def tower_dim(model, k: int) -> int:
+    return int(model.net.dims[k])

@@ -56,9 +56,15 @@ def recorded(model_version: str, flip_average: bool) -> dict | None:
     return entries.get(f"{model_version}|flip={bool(flip_average)}")
 
 
-def record(model_version: str, flip_average: bool, threshold: dict, eval_summary: dict | None) -> None:
+def record(model_version: str, flip_average: bool, threshold: dict, eval_summary: dict | None,
+           impostor_tail: dict | None = None) -> None:
+    """`impostor_tail` ({"n_pairs", "top_scores"}: the highest LFW impostor scores) is the prior of
+    `facestream calibrate` for a gallery too small to set a threshold alone."""
     entries = json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
-    entries[f"{model_version}|flip={bool(flip_average)}"] = {"threshold": threshold, "eval": eval_summary}
+    entry = {"threshold": threshold, "eval": eval_summary}
+    if impostor_tail is not None:
+        entry["impostor_tail"] = impostor_tail
+    entries[f"{model_version}|flip={bool(flip_average)}"] = entry
     CALIBRATION.parent.mkdir(parents=True, exist_ok=True)
     CALIBRATION.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
 

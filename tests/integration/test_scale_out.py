@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from bench import promtext
-from bench.inputs import aligned_crops, crop_jpegs, default_detector, frame_faces
+from bench.inputs import aligned_crop_sets, crop_jpegs, default_detector, frame_faces
 from bench.kafka_util import Topics, delete_groups, produce, run_id
 from bench.scale_out import start_embedder, wait_balanced
 from services.local_pipeline import LocalPipeline, Service
@@ -64,7 +64,8 @@ def outputs_until_complete(bootstrap: str, topic: str, expected: set[tuple[str, 
 
 def test_embedders_rebalance_over_two_then_three_and_a_kill_mid_batch_loses_nothing(kafka_bootstrap, data_dir,
                                                                                     tmp_path):
-    jpegs = crop_jpegs(aligned_crops(default_detector()))  # real LFW faces, aligned by the pipeline's detector
+    sets = aligned_crop_sets(default_detector())  # real LFW faces, aligned by the pipeline's detector
+    jpegs, more = crop_jpegs(sets[0]), (crop_jpegs(sets[1]) if len(sets) > 1 else None)  # a fused pair: both
     group = f"scale-{run_id()}"
     pipe = LocalPipeline(tmp_path, env={"FACESTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap})
     with Topics(kafka_bootstrap) as topics:
@@ -82,7 +83,7 @@ def test_embedders_rebalance_over_two_then_three_and_a_kill_mid_batch_loses_noth
             three = wait_balanced([a, b, c], PARTITIONS)
             assert sum(three) == PARTITIONS and min(three) >= 1, three
 
-            frames = frame_faces(jpegs, FRAMES, FACES_PER_FRAME, CAMERAS)
+            frames = frame_faces(jpegs, FRAMES, FACES_PER_FRAME, CAMERAS, more_jpegs=more)
             produce(kafka_bootstrap, faces, [f.encode() for f in frames], [f.camera_id.encode() for f in frames],
                     partitions=PARTITIONS)
             wait_batch_in_hand(c, embs)

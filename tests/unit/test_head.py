@@ -14,7 +14,10 @@ def _fake_fold_report(k, lfw_fold, acc):
              "model_version": f"faceapi_resnet128-head-step300-{k:08d}", "arch": "faceapi_resnet128",
              "flip_average": True, "device": "cpu", "images_root": "r", "detector": "d", "template": {},
              "no_face": {"images": [], "pairs": 0, "same_pairs_counted_wrong": 0}, "multi_face_images": 0,
-             "seconds": {"detect_align": 1.0, "embed": 2.0, "images": 8}},
+             "seconds": {"detect_align": 1.0, "embed": 2.0, "images": 8},
+             # run_eval's arrays for the pooled operating point and McNemar
+             "_impostors": np.linspace(0.0, 0.6, 50) + k / 100, "_genuine": np.array([0.95, 0.93]) + k / 100,
+             "_correct": np.array([True, True, True, acc == 1.0])},
             np.array([0.95, 0.93, 0.5, 0.2]) + k / 100, np.array([True, True, False, False]))
 
 
@@ -40,6 +43,7 @@ def test_cv_scores_each_fold_with_its_own_model(monkeypatch):
     r, s, y = eval_protocol.run_cv("m{k}", pairs, None, "lfw-view2", "center", flip=None, far=0.5, quiet=True)
     assert seen == [0, 1] and r["accuracy_mean"] == pytest.approx(0.875) and r["accuracy_std"] == pytest.approx(0.125)
     assert len(s) == 8 and r["auc"] == 1.0 and [m["fold"] for m in r["models"]] == [0, 1]
+    assert r["operating_points"]["n_impostor_pairs"] == 100 and len(r["_correct"]) == 8
 
 
 def test_cv_refuses_a_model_that_was_not_held_out_for_its_fold(monkeypatch):

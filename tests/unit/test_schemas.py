@@ -63,7 +63,7 @@ def test_v1_messages_still_decode_with_no_session():
 def test_faces_and_embeddings_carry_the_session_through():
     face = DetectedFace((1.0, 2.0, 30.0, 40.0), 0.99, tuple(float(i) for i in range(10)), JPEG, 28.0, 150.5)
     ff = FrameFaces("cam", 3, 10.5, 640, 360, (face,), 11.0, "ok", SESSION)
-    assert FrameFaces.decode(ff.encode()) == ff and msgpack.unpackb(ff.encode())["v"] == 2 == FrameFaces.VERSION
+    assert FrameFaces.decode(ff.encode()) == ff and msgpack.unpackb(ff.encode())["v"] == 3 == FrameFaces.VERSION
     # existing positional and keyword constructors keep working: session is the last field, "" by default
     assert FrameFaces("cam", 3, 10.5, 640, 360, (), detect_ts=1.0, status="stale").session == ""
     vec = np.random.default_rng(1).standard_normal(8).astype(np.float32)

@@ -106,7 +106,7 @@ def test_a_recipe_with_an_unknown_key_is_refused_naming_it(tmp_path):
     bad.write_text('tower = "faceapi"\nstpes = 600\n')
     with pytest.raises(ConfigError, match=r"typo\.toml: unknown setting\(s\) stpes \(known: "):
         config(["--recipe", str(bad), "--lfw-fold", "0"], {})
-    with pytest.raises(ConfigError, match="no recipe 'nope'.*finetune, head"):
+    with pytest.raises(ConfigError, match="no recipe 'nope'.*finetune, fusion, head"):
         config(["--recipe", "nope", "--lfw-fold", "0"], {})
 
 
