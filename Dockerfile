@@ -47,6 +47,8 @@ RUN pip install --no-deps -e . \
  && python -m shared.vision.provision \
  && test -s models/facestream.pt \
  && rm -rf models/cache \
+ # LiteRT only reads MobileFaceNet's tflite file during provision: no service imports it, so it stays out.
+ && pip uninstall -y -q ai-edge-litert \
  && python -m compileall -q /app/shared /app/services /app/facestream_cli.py
 
 # ---- run: the same files on a clean base, as an unprivileged user ------------------------------------

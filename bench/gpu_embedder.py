@@ -81,7 +81,8 @@ def crops_for(model, n: int = 64):
     try:
         from bench.inputs import aligned_crop_sets, default_detector, model_crops
 
-        return model_crops(model, aligned_crop_sets(default_detector(), n)), "LFW crops through the pipeline's detector"
+        return (model_crops(model, aligned_crop_sets(default_detector(model.path), n)),
+                "LFW crops through the pipeline's detector")
     except Exception as e:  # noqa: BLE001 (a GPU box without the data still measures speed)
         rng = np.random.default_rng(0)
         sets = tuple(rng.integers(0, 255, (n, t.size, t.size, 3), np.uint8) for t in model.inputs)

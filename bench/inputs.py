@@ -123,12 +123,14 @@ def model_crops(model, sets: tuple[np.ndarray, ...]):
     return sets if model.fused else sets[0]
 
 
-def default_detector():
-    """The detector the pipeline runs (every template of its checkpoint's towers, min face size 40)."""
-    from shared.vision import checkpoint
+def default_detector(model_path=None):
+    """The detector the pipeline runs for a checkpoint (default: the pipeline's): every template of its
+    towers, min face size 40."""
+    from shared.vision import checkpoint, meta
+
     from shared.vision.detect import FaceDetector
 
-    return FaceDetector(checkpoint.templates_of(checkpoint.load()), min_face_size=40)
+    return FaceDetector(checkpoint.templates_of(meta.read_meta(model_path or meta.default_path())), min_face_size=40)
 
 
 def crop_jpegs(crops: np.ndarray, quality: int = 95) -> list[bytes]:

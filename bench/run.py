@@ -69,7 +69,7 @@ class Models:
         from shared.vision.embed import EmbeddingModel
 
         torch.set_num_threads(1)  # the services run one thread each; also steadier on a shared machine
-        self.detector = default_detector()
+        self.detector = default_detector(path)  # the templates of the model under test, not the default's
         self.model = EmbeddingModel.load(path, device="cpu")
 
 

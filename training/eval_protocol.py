@@ -144,11 +144,15 @@ def run_eval(model_path: Path, pairs: list, root: Path, dataset: str, rule: str,
                                                            "embed": round(t2 - t1, 1)})
     # the operating point: genuine pairs against every within-fold impostor pair of the scored folds
     scored_folds = [f["fold"] for f in summary["folds"]]
-    imp = impostors.within_fold_impostors(emb, aligned.found, aligned.index(), kept, scored_folds)
     genuine = scores[scored & same]
-    report["operating_points"] = {"protocol": "genuine: the scored folds' same pairs (no face: scored -2); "
-                                              "impostors: every pair of two different people's images within "
-                                              "each scored fold", **impostors.tar_at_fars(genuine, imp)}
+    if dataset.startswith("lfw"):  # LFW names each image's person by its folder; a TSV pair set need not
+        imp = impostors.within_fold_impostors(emb, aligned.found, aligned.index(), kept, scored_folds)
+        protocol = ("genuine: the scored folds' same pairs (no face: scored -2); impostors: every pair of two "
+                    "different people's images within each scored fold")
+    else:
+        imp = scores[scored & ~same]
+        protocol = "genuine: the same pairs; impostors: the labelled different pairs (people are not named)"
+    report["operating_points"] = {"protocol": protocol, **impostors.tar_at_fars(genuine, imp)}
     report["_impostors"], report["_genuine"] = imp, genuine  # arrays for run_cv and calibration; not in JSON
     report["_correct"] = impostors.fold_decisions(scores[scored], same[scored], folds[scored], summary["folds"])
     return report, scores[scored], same[scored]

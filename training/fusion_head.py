@@ -62,7 +62,10 @@ def run(cfg, out: Path) -> Path:
     ds, labels, names, people = lfw_descriptors(model, cfg.lfw_fold, cfg.quiet)
     t_feat = time.perf_counter() - t0
     net = checkpoint.ARCHS["fused"]({**pair_ckpt["arch_config"], "projection": True})
-    net.load_state_dict({k: v for k, v in pair_ckpt["state_dict"].items()}, strict=False)  # towers, weights
+    missing, unexpected = net.load_state_dict(pair_ckpt["state_dict"], strict=False)  # towers and weights
+    if unexpected or any(not k.startswith("projections.") for k in missing):
+        raise SystemExit(f"--pair {cfg.pair}: its weights do not fit the fusion head (missing {missing}, "
+                         f"unexpected {unexpected})")
     for p in net.towers.parameters():
         p.requires_grad_(False)
     logits = torch.log(net.weights.clone()).requires_grad_(True)

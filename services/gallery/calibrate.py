@@ -40,6 +40,8 @@ class CalibrateConfig(StoreSettings):
     prior: bool = setting(True, "blend in the LFW impostor tail recorded for the model (--no-prior: the gallery "
                           "alone)")
     dry_run: bool = setting(False, "compute and print, write nothing")
+    force: bool = setting(False, "write the threshold even when the data cannot resolve the target FAR (a gallery "
+                                 "too small and no prior to fill the gap): it would otherwise be shown, not applied")
     json: bool = setting(False, "print the stored JSON document instead of the human lines")
     model: str = setting("", "checkpoint whose flip setting picks the recorded LFW tail when its model version is "
                          "the gallery's (default models/facestream.pt, or FACESTREAM_MODEL)")
@@ -89,6 +91,9 @@ def run(cfg: CalibrateConfig) -> int:
     store = GalleryStore.for_config(cfg, cfg.gallery_prefix)
     model_version = gallery_model(store)
     version, people, skipped = store.load(model_version)
+    # a person with no embeddings left (every photo removed) holds no vector of any model: not a change
+    empty = {p.name for p in store.people() if not p.embeddings}
+    skipped = [n for n in skipped if n not in empty]
     if skipped:
         raise Refused(f"the gallery changed while being read ({', '.join(skipped[:5])} now of another model): "
                       "run calibrate again")
@@ -101,7 +106,15 @@ def run(cfg: CalibrateConfig) -> int:
     doc = {"model_version": model_version, **result.to_dict(), "gallery_version": version, "date": now,
            "source": f"facestream calibrate {now}: gallery {store.p} v{version}, {result.n_people} people, "
                      f"{result.n_gallery_pairs:,} impostor pairs; {prior_line}"}
-    written = None if cfg.dry_run else store.write_calibration(doc)  # gallery_version: the embeddings' version
+    if not -1.0 <= result.threshold <= 1.0:
+        raise Refused(f"the estimate {result.threshold:.4f} is not a cosine threshold: nothing written")
+    # A threshold that the data cannot resolve (a few people and no prior) may sit far below the checkpoint's:
+    # every running matcher would apply it at once, so it takes --force to write it.
+    held = bool(result.warning) and not cfg.force and not cfg.dry_run
+    written = None if cfg.dry_run or held else store.write_calibration(doc)  # gallery_version: the embeddings'
+    if held:
+        print(f"{PROG}: not written, the estimate is unresolved ({result.warning}); --force writes it",
+              file=sys.stderr)
     if cfg.json:
         print(json.dumps(doc))
         return 0
@@ -113,7 +126,7 @@ def run(cfg: CalibrateConfig) -> int:
           f"{result.far_estimate:.2g} (95% interval {result.far_interval[0]:.2g} .. {result.far_interval[1]:.2g})")
     if result.warning:
         print(f"warning: {result.warning}")
-    print("dry run: nothing written" if written is None else
+    print("dry run: nothing written" if cfg.dry_run else "not written (unresolved: --force to apply)" if held else
           f"written to {store.calibration_key} (gallery v{written}): running matchers of {model_version} reload "
           "and apply it")
     return 0

