@@ -7,42 +7,18 @@ The crops are real LFW faces, one per person, through the pipeline's detector al
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 import torch
 
 from bench.common import Settings, interleaved, ratio, stats
-from bench.inputs import CACHE, DATA, crop_jpegs, frame_faces
+from bench.inputs import aligned_crop_sets, crop_jpegs, frame_faces
 from shared import paths
 
 BATCHES = (1, 16, 64)
 QUICK_BATCHES = (1, 16)
 CHECKPOINTS = {"resnet": "faceapi_resnet128.pt", "mobilefacenet": "mobilefacenet192.pt", "fused": "fused_resnet_mfn.pt"}
-
-
-def both_crops(detector, count: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(count, 150, 150, 3) and (count, 112, 112, 3): each face aligned to both towers' templates."""
-    key = hashlib.sha1(detector.settings_key().encode() + str(detector.templates).encode()).hexdigest()[:10]
-    path = CACHE / f"two-towers-{key}-{count}.npz"
-    if path.exists():
-        z = np.load(path)
-        return z["a"], z["b"]
-    from shared.vision.detect import pick_face
-    from shared.vision.images import load_rgb
-
-    a, b = [], []
-    for person in sorted(p for p in (DATA / "lfw" / "images").iterdir() if p.is_dir()):
-        rgb = load_rgb(sorted(person.glob("*.jpg"))[0])
-        face = pick_face(detector.detect(rgb), rgb.shape, "center")
-        if face is not None and face.prob >= 0.95:
-            a.append(face.crops[0]), b.append(face.crops[1])
-        if len(a) == count:
-            break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, a=np.stack(a), b=np.stack(b))
-    return np.stack(a), np.stack(b)
 
 
 def run(settings: Settings) -> dict[str, Any]:
@@ -52,8 +28,7 @@ def run(settings: Settings) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     models = {k: EmbeddingModel.load(paths.MODELS_DIR / v, device="cpu") for k, v in CHECKPOINTS.items()}
-    det = FaceDetector(models["fused"].templates, min_face_size=40)
-    c150, c112 = both_crops(det)
+    c150, c112 = aligned_crop_sets(FaceDetector(models["fused"].templates, min_face_size=40))
     inputs = {"resnet": lambda i: c150[i], "mobilefacenet": lambda i: c112[i], "fused": lambda i: (c150[i], c112[i])}
     repeats = 1 if settings.quick else 3
     work = 8 if settings.quick else 32

@@ -99,9 +99,5 @@ def cached_tower_descriptors(model, crops: Sequence[np.ndarray], image_paths: Se
                      d=np.stack([have[kk] for kk in keys]))
             os.replace(tmp, path)
         out.append(np.stack([have[(p, int(s))] for p, s in zip(image_paths, sums.tolist())])
-                   if len(c) else np.zeros((0, tower_dim(model, k)), np.float32))
+                   if len(c) else np.zeros((0, int(model.net.dims[k])), np.float32))
     return out
-
-
-def tower_dim(model, k: int) -> int:
-    return int(model.net.dims[k])
