@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data
 export FACESTREAM_DATA ?= $(abspath $(DATA))
 
-.PHONY: help setup up down status test test-unit test-data soak demo models train eval eval-cv calibrate bench bench-quick bench-accuracy bench-accuracy-deep clean
+.PHONY: help setup up down status test test-unit test-data soak demo models train eval eval-cv calibrate bench bench-quick bench-accuracy bench-accuracy-deep bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -105,6 +105,9 @@ bench-quick: models  ## the same, small sizes: a smoke run in under 3 minutes
 	@$(PY) scripts/stack.py up
 	rc=0; $(PY) -m bench.run --quick $(BENCH_ARGS) || rc=$$?
 	exit $$rc
+
+bench-gpu:  ## on a CUDA machine: the embedder and detector GPU figures in one command (scripts/gpu_check.sh)
+	@OUT=bench/results scripts/gpu_check.sh
 
 clean:  ## remove the run folder (broker data, logs); keeps .venv and the jars
 	rm -rf .run/stack

@@ -15,7 +15,7 @@ not apply):
   embed              EmbeddingModel.embed(): uint8 crops on the host to unit vectors on the host (copy,
                      normalize, the forward(s) the checkpoint asks for, incl. flip averaging), the service path
 Per variant and batch size: the median over repeats of the mean time of `iters` back-to-back calls
-(synchronized), faces/s = batch / that; and, on 64 real crops, the smallest cosine between the variant's
+(synchronized), faces/s = batch / that; p50/p99 batch latency over 100 calls synchronized one by one; and, on 64 real crops, the smallest cosine between the variant's
 descriptors and fp32's, so that a faster path that loses accuracy shows up. Writes <out>/gpu_embedder.json.
 """
 from __future__ import annotations
@@ -72,6 +72,18 @@ def timed(fn: Callable[[], Any], dev: torch.device, repeats: int, iters: int) ->
             fn()
         _sync(dev)
         out.append((time.perf_counter() - t0) / iters)
+    return out
+
+
+def latencies(fn: Callable[[], Any], dev: torch.device, calls: int) -> list[float]:
+    """Seconds of each of `calls` calls, each synchronized on its own (a batch's latency, not throughput)."""
+    out = []
+    for _ in range(calls):
+        _sync(dev)
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        out.append(time.perf_counter() - t0)
     return out
 
 
@@ -212,8 +224,11 @@ def run(args: GpuBenchConfig) -> dict[str, Any]:
                     iters = 2 if args.smoke else max(3, min(50, 2048 // b))
                     secs = timed(fn, dev, repeats, iters)
                     med = statistics.median(secs)
+                    lat = latencies(fn, dev, 5 if args.smoke else 100)
                     entry["by_batch"][str(b)] = {"ms_per_batch": med * 1000, "faces_per_s": b / med,
-                                                 "ms_values": [s * 1000 for s in secs], "iters": iters}
+                                                 "ms_values": [s * 1000 for s in secs], "iters": iters,
+                                                 "p99_batch_latency_ms": float(np.percentile(lat, 99)) * 1000,
+                                                 "p50_batch_latency_ms": float(np.percentile(lat, 50)) * 1000}
             except Exception as e:  # noqa: BLE001 (one path failing, say compile, must not lose the others)
                 entry = {"status": "failed", "what": what, "error": f"{type(e).__name__}: {e}"}
             result[name] = entry

@@ -87,6 +87,35 @@ def figures(parts: dict) -> dict[str, Any]:
             "pipeline": pipeline, "scale_out": scale["throughput_ratio"] if scale else None}
 
 
+def keys(parts: dict) -> dict[str, Any]:
+    """bench.json's top-level `detector`, `capacity` and `matcher_rebuild` (issue 14's keys); None where the
+    part did not run. Goals: detector.loop_ratio >= 0.90, capacity.cameras_per_core >= 4."""
+    det, pipe, reb = _result(parts, "detector"), _result(parts, "pipeline"), _result(parts, "matcher_rebuild")
+    detector = None
+    if det:
+        detector = {k: det[k] for k in ("loop_ratio", "speedup_vs_baseline", "speedup_vs_baseline_loop",
+                                        "mtcnn_batch_speedup", "refine", "frames_per_s")}
+        detector["motion_gating"] = {k: det["motion"][k] for k in ("speedup", "detected_fraction", "footage")}
+    capacity = None
+    if pipe:
+        best = pipe["largest_cameras_held"]
+        at = next((r for r in pipe["runs"] if r["cameras"] == best), None)
+        cores = at["cpu_cores"]["total"] if at else None
+        capacity = {"cameras_per_core": best / cores if cores else None, "cameras_held": best,
+                    "cores_used": cores, "cores_by_service": at["cpu_cores"] if at else None,
+                    "at": f"{pipe['cost_model']['resolution']}, {pipe['config']['fps_cap']:g} fps per camera",
+                    "marginal_cameras_per_core": pipe["cost_model"]["cameras_per_core"],
+                    "method": "the largest camera count that held with bounded lag (bench/cost_model.py) over "
+                              "the CPU cores all services (ingest included) used during that load"}
+    rebuild = None
+    if reb:
+        rebuild = {"identities": reb["config"]["identities"], "longest_stall_s": reb["longest_stall_s"],
+                   "by_contender": {k: {"longest_stall_s": v["longest_stall_s"], "reload_s": v["reload_s"]}
+                                    for k, v in reb["contenders"].items()},
+                   "loop_median_iteration_s": reb["contenders"]["process"]["median_iteration_s_without_rebuild"]}
+    return {"detector": detector, "capacity": capacity, "matcher_rebuild": rebuild}
+
+
 def overload(parts: dict) -> dict[str, Any] | None:
     """bench.json's `overload`: the detector at 3x its capacity (bench/overload.py); goal useful_ratio >= 0.9."""
     r = _result(parts, "overload")

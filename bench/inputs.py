@@ -18,7 +18,8 @@ from bench.common import CACHE, DATA
 from shared.schemas import DetectedFace, Frame, FrameFaces
 
 # Real clips at the two sizes the issue names: 640x360 and 1280x720 are their native sizes.
-CLIPS = {"640x360": "hamilton_lin_manuel_miranda_9s.mp4", "1280x720": "biden_2021_7s.mp4"}
+CLIPS = {"640x360": "hamilton_lin_manuel_miranda_9s.mp4", "1280x720": "biden_2021_7s.mp4",
+         "1920x1080": "crowd_royal_opera_house_unlabeled_4s.mp4"}
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def one_load(rig: PipelineRig, services: dict, sampler: Sampler, offsets: Offset
 
 
 def run(settings: Settings, detector, model, threshold: float) -> dict[str, Any]:
-    counts = (1, 2) if settings.quick else (1, 2, 4, 8)
+    counts = (1, 2) if settings.quick else (1, 2, 3, 4, 6)
     capture_s = 8.0 if settings.quick else 30.0
     fps, width = settings.fps, settings.width
     clip = DATA / "videos" / CLIP if settings.quick else looped_clip(CLIP, 3)  # 10 s, or 30 s looped

@@ -77,6 +77,7 @@ def summary(doc: dict[str, Any]) -> str:
                       [["median of repeats", sec["ratio_sasl_ssl_to_plaintext"]["produce"],
                         sec["ratio_sasl_ssl_to_plaintext"]["consume"]]])
     out += _pipeline(doc)
+    out += _keys(doc)
     if sc := _res(doc, "scale_out"):
         out += ["## Embedder scale-out (one group, 6 partitions)", ""]
         out += _table(["processes", "partitions each", "faces/s", "ratio to 1", "CPU cores used", "load 1m"],
@@ -88,6 +89,28 @@ def summary(doc: dict[str, Any]) -> str:
     if doc.get("plots"):
         out += ["## Plots", ""] + [f"- ![{p}]({p})" for p in doc["plots"]] + [""]
     return "\n".join(out)
+
+
+def _keys(doc: dict) -> list[str]:
+    """The detector's, the capacity's and the matcher rebuild's headline keys (goals in bench/headline.keys)."""
+    out = []
+    if d := doc.get("detector"):
+        m = d["motion_gating"]
+        out += ["## Detector against its raw MTCNN and against the previous detector", ""]
+        out += _table(["loop_ratio (goal >= 0.90)", "speedup_vs_baseline", "same, the loop", "MTCNN batched / one by one",
+                       "motion gating speedup", "frames detected with gating"],
+                      [[d["loop_ratio"], d["speedup_vs_baseline"], d["speedup_vs_baseline_loop"],
+                        d["mtcnn_batch_speedup"], m["speedup"], f"{m['detected_fraction']:.0%}"]])
+        out += [f"Motion gating footage: {m['footage']}.", ""]
+    if c := doc.get("capacity"):
+        out += [f"## Capacity at {c['at']} (goal >= 4 cameras per core)", ""]
+        out += _table(["cameras_per_core", "cameras held", "cores used", "marginal cameras per core"],
+                      [[c["cameras_per_core"], c["cameras_held"], c["cores_used"], c["marginal_cameras_per_core"]]])
+    if r := doc.get("matcher_rebuild"):
+        out += [f"## The matcher's loop during a {r['identities']:,}-identity gallery reload", ""]
+        out += _table(["contender", "longest loop stall s", "reload s"],
+                      [[k, v["longest_stall_s"], v["reload_s"]] for k, v in r["by_contender"].items()])
+    return out
 
 
 def _pipeline(doc: dict) -> list[str]:

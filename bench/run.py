@@ -24,7 +24,8 @@ from bench.common import RESULTS, SCHEMA, Settings, load_average, machine_facts,
 from shared.kafka_clients import KafkaAccess
 from shared.config import DEFAULT_KAFKA, BaseConfig, ConfigError, build_parser, parse, setting
 
-PARTS = ("detector", "overload", "embedder", "two_towers", "matcher", "kafka", "kafka_security", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "two_towers", "matcher", "matcher_rebuild", "kafka", "kafka_security",
+         "pipeline", "scale_out")
 FALLBACK_THRESHOLD = 0.92  # LFW View 2 cosine at FAR 1e-3 (out/eval), for a checkpoint not yet calibrated
 
 
@@ -37,7 +38,7 @@ class BenchConfig(BaseConfig):
     only: str = setting(",".join(PARTS), f"comma-separated parts (default all: {','.join(PARTS)})")
     out: Path = setting(RESULTS, "results folder (default bench/results)")
     model: Path | None = setting(None, "checkpoint (default models/facestream.pt)")
-    fps: float = setting(2.0, "pipeline part: frame-rate cap per camera (ingest --fps)", ge=0, le=240)
+    fps: float = setting(5.0, "pipeline part: frame-rate cap per camera (ingest --fps)", ge=0, le=240)
     width: int = setting(640, "pipeline part: ingest --max-width", ge=0, le=16384)
     profile: bool = setting(True, "profile the stages under 0.9 (--no-profile: skip the profiles)")
 
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(a.out / "logs", ignore_errors=True)  # service logs are appended to: keep only this run's
     models = Models(a.model)
 
-    from bench import (detector_stage, embedder_stage, kafka_security, kafka_transport, matcher_stage, overload,
-                       pipeline_load, scale_out, two_towers)
+    from bench import (detector_stage, embedder_stage, kafka_security, kafka_transport, matcher_rebuild,
+                       matcher_stage, overload, pipeline_load, scale_out, two_towers)
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "detector": lambda: detector_stage.run(s, models.detector),
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "embedder": lambda: embedder_stage.run(s, models.detector, models.model),
         "two_towers": lambda: two_towers.run(s),
         "matcher": lambda: matcher_stage.run(s),
+        "matcher_rebuild": lambda: matcher_rebuild.run(s),
         "kafka": lambda: kafka_transport.run(s),
         "kafka_security": lambda: kafka_security.run(s),
         "pipeline": lambda: pipeline_load.run(s, models.detector, models.model, threshold),
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
            "seconds": time.monotonic() - t0, "machine": machine, "model": model,
            "threshold": {"cosine": threshold, "source": "checkpoint" if model["threshold"] is not None
                          else f"fallback {FALLBACK_THRESHOLD} (the checkpoint has none calibrated)"},
-           "headline": headline.figures(parts), "overload": headline.overload(parts), "profiles": profiles,
+           "headline": headline.figures(parts), "overload": headline.overload(parts), **headline.keys(parts),
+           "profiles": profiles,
            "parts": parts}
     write_json(a.out / "bench.json", doc)
     from bench import plots, report

@@ -30,6 +30,9 @@ STALE_DROPPED = Counter("facestream_stale_dropped_total", "Inputs dropped as old
 FRAMES_SHED = Counter("facestream_frames_shed_total",
                       "Frames skipped unread because a newer frame of the same camera was processed instead",
                       ["stage", "camera_id"])
+FRAMES_UNCHANGED = Counter("facestream_frames_unchanged_total",
+                           "Frames not detected because they hardly differ from the camera's last detected frame "
+                           "(motion gating)", ["stage", "camera_id"])
 DEAD_LETTERED = Counter("facestream_dead_lettered_total", "Messages sent to the dead-letter topic", ["stage", "reason"])
 BATCH_ISOLATIONS = Counter("facestream_batch_isolations_total",
                            "Batches run input by input after an exception the stage did not attribute (a bug)",

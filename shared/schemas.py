@@ -166,11 +166,12 @@ class FrameFaces:
     faces: tuple[DetectedFace, ...]
     detect_ts: float = 0.0
     # "ok", or "stale": the detector dropped the frame unread because it was older than its max age.
-    # Stale frames are still published (without faces) so that every frame is accounted for downstream.
+    # Stale frames are still published (without faces) so that every frame is accounted for downstream;
+    # so are "skipped" and "unchanged" frames (motion gating: it hardly differs from the last detected one).
     status: str = "ok"
     session: str = ""  # the frame's session, passed through
     VERSION = 3
-    STATUSES = ("ok", "stale", "skipped")  # skipped: a newer frame of the camera was detected instead
+    STATUSES = ("ok", "stale", "skipped", "unchanged")  # skipped: a newer frame of the camera was detected instead
 
     def encode(self) -> bytes:
         return msgpack.packb({"v": 3, "camera_id": self.camera_id, "session": self.session, "seq": self.seq,

@@ -31,22 +31,85 @@ class DetectorConfig(StageConfig):
                                                  "decoding: a bigger one is dead-lettered unread (default 4K)",
                                     ge=64 * 64, le=100_000_000)
     crop_jpeg_quality: int = setting(95, "JPEG quality of the aligned crops", ge=50, le=100)
-    refine_landmarks: bool = setting(True, "a second MTCNN pass on each aligned crop, averaged with the first "
-                                           "(+0.16 points on LFW; ~27 ms per face on one thread, 0.65x the "
-                                           "frames per second at 640x360): off to save CPU")
+    refine_landmarks: str = setting("onet", "second landmark estimate on each aligned crop, averaged with the "
+                                    "first: onet (MTCNN's last network on the face's box, ~2 ms a face), "
+                                    "cascade (the whole cascade again, ~19 ms a face), off; true/false, "
+                                    "this setting's earlier values, mean onet/off")
+    motion_min_changed: float = setting(0.003, "motion gating: a frame is detected only when more than this "
+                                               "fraction of its 64x36 grey thumbnail changed since the camera's "
+                                               "last detected frame (0: detect every frame)", ge=0.0, le=1.0)
+    motion_pixel_delta: float = setting(10.0, "motion gating: grey levels a thumbnail pixel must move to count as "
+                                              "changed", ge=0.0, le=255.0)
+    motion_force_every_s: float = setting(2.0, "motion gating: detect each camera at least this often",
+                                          ge=0.0, le=3600.0)
+    motion_faces_every_s: float = setting(0.6, "motion gating: while the camera's last detection found faces, "
+                                               "detect at least this often (keep it under a third of the "
+                                               "matcher's track_max_gap_s)", ge=0.0, le=3600.0)
+    motion_track_hold_s: float = setting(3.0, "motion gating: detect every frame for this long after new faces "
+                                              "appear (while the matcher votes on their track)", ge=0.0, le=3600.0)
+    motion_camera: list[str] = setting([], "one camera's gate, CAMERA=MIN_CHANGED[:FORCE_EVERY_S] (e.g. lobby=0 "
+                                           "to detect every frame of it); repeatable", repeat=True)
     device: str = setting("cpu", "torch device for MTCNN", choices=("cpu", "cuda"))
     threads: int = setting(1, "torch CPU threads (0: torch's default). One: the pool scales by processes, one per "
                            "partition, and intra-op threads of several workers on one machine fight each other "
                            "(measured: 2 threads under load 1.7 s per 960x540 frame, 1 thread 0.38 s)", ge=0, le=256)
     max_batch_size: int = setting(16, "frames per batch: a pool behind a camera detects only the newest of its "
-                                      "frames in a batch, so a larger batch sheds more when behind and costs "
-                                      "nothing when not (MTCNN runs frame by frame)", ge=1,
+                                      "frames in a batch, so a larger batch sheds more when behind; the "
+                                      "cameras' chosen frames of one size go through MTCNN together", ge=1,
                                   le=256)
+
+    def validate(self) -> None:
+        from shared.config import ConfigError
+
+        if self.refine_landmarks.lower() not in REFINE_ALIASES:
+            raise ConfigError(f"refine_landmarks: {self.refine_landmarks!r} is not one of onet, cascade, off "
+                              "(or true/false)")
+        motion_cameras(self)  # a malformed --motion-camera stops the service at start, with its reason
+
+    @property
+    def refine(self) -> str:
+        return REFINE_ALIASES[self.refine_landmarks.lower()]
+
+
+REFINE_ALIASES = {"onet": "onet", "cascade": "cascade", "off": "off", "true": "onet", "false": "off", "1": "onet",
+                  "0": "off", "yes": "onet", "no": "off"}
+
+
+def motion_cameras(cfg: "DetectorConfig") -> dict:
+    """{camera: MotionSettings} from --motion-camera CAMERA=MIN_CHANGED[:FORCE_EVERY_S]."""
+    from dataclasses import replace
+
+    from shared.config import ConfigError
+
+    base, out = default_motion(cfg), {}
+    for spec in cfg.motion_camera:
+        cam, sep, rest = spec.partition("=")
+        parts = rest.split(":")
+        try:
+            if not cam or not sep or len(parts) > 2:
+                raise ValueError
+            changed = float(parts[0])
+            force = float(parts[1]) if len(parts) == 2 else base.force_every_s
+            if not (0 <= changed <= 1 and 0 <= force <= 3600):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"motion_camera: {spec!r} is not CAMERA=MIN_CHANGED[:FORCE_EVERY_S] with "
+                              "MIN_CHANGED in [0, 1] and FORCE_EVERY_S in [0, 3600]") from None
+        out[cam] = replace(base, min_changed=changed, force_every_s=force)
+    return out
+
+
+def default_motion(cfg: "DetectorConfig"):
+    from services.detector.motion import MotionSettings
+
+    return MotionSettings(cfg.motion_min_changed, cfg.motion_pixel_delta, cfg.motion_force_every_s,
+                          cfg.motion_track_hold_s, cfg.motion_faces_every_s)
 
 
 def build(cfg: DetectorConfig) -> Stage:
     import torch
 
+    from services.detector.motion import MotionGate
     from services.detector.stage import Gates, make_process
     from shared.vision import checkpoint, meta
     from shared.vision.detect import FaceDetector
@@ -56,10 +119,12 @@ def build(cfg: DetectorConfig) -> Stage:
     # every template the model's towers need: a fused pair gets one crop per tower from the same landmarks
     templates = checkpoint.templates_of(meta.read_meta(Path(cfg.model) if cfg.model else meta.default_path()))
     detector = FaceDetector(templates, min_face_size=cfg.min_face_size, device=cfg.device,
-                            refine=cfg.refine_landmarks)
+                            refine=cfg.refine)
     gates = Gates(cfg.min_face_size, cfg.min_prob, cfg.min_sharpness, cfg.max_faces)
+    motion = MotionGate(default_motion(cfg), motion_cameras(cfg))
     process = make_process(detector.detect, gates, cfg.faces_topic, cfg.max_frame_age_ms / 1000,
-                           cfg.crop_jpeg_quality, newest_only=cfg.newest_only, max_pixels=cfg.max_frame_pixels)
+                           cfg.crop_jpeg_quality, newest_only=cfg.newest_only, max_pixels=cfg.max_frame_pixels,
+                           detect_many=detector.detect_many, motion=motion)
     return Stage("detector", cfg.frames_topic, Frame.decode, process)
 
 

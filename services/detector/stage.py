@@ -25,10 +25,12 @@ from shared import metrics
 from shared.schemas import DetectedFace, Frame, FrameFaces
 from shared.stage import InvalidMessage, Output, Result, per_item
 from shared.vision.images import ImageRefused, decode_jpeg as decode_image, encode_jpeg
+from services.detector.motion import MotionGate, thumbnail
 
 STAGE = "detector"
 MAX_FRAME_PIXELS = 3840 * 2160  # 4K: the default limit of a frame's size, checked on its header
 MAX_CLOCK_AHEAD_S = 60.0  # cameras' clocks drift; a frame further ahead than this is refused
+BATCH_PIXELS = 4 * 1920 * 1080  # frames detected in one MTCNN call: at most about four 1080p frames
 MAX_OUTPUT_BYTES = 900_000  # a frame's faces message stays under the producer's 1 MiB request limit
 
 
@@ -68,12 +70,10 @@ def encode_crop(crop_rgb: np.ndarray, quality: int) -> bytes:
     return encode_jpeg(crop_rgb, quality)
 
 
-def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gates, crop_quality: int,
-                 max_pixels: int = MAX_FRAME_PIXELS) -> FrameFaces:
-    """Every face of one frame that passes the gates, with its aligned crop as JPEG."""
-    rgb = decode_jpeg(frame.jpeg, max_pixels)
+def faces_message(frame: Frame, faces: list, gates: Gates, crop_quality: int) -> FrameFaces:
+    """The faces of one detected frame that pass the gates, with their aligned crops as JPEG."""
     kept, size = [], 0
-    for face in sorted(detect(rgb), key=lambda f: -f.face_size):
+    for face in sorted(faces, key=lambda f: -f.face_size):
         why = gates.reason(face)
         if why is None and len(kept) >= gates.max_faces:
             why = "max_faces"
@@ -95,6 +95,12 @@ def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gate
                       detect_ts=time.time(), session=frame.session)
 
 
+def detect_frame(frame: Frame, detect: Callable[[np.ndarray], list], gates: Gates, crop_quality: int,
+                 max_pixels: int = MAX_FRAME_PIXELS) -> FrameFaces:
+    """Every face of one frame that passes the gates, with its aligned crop as JPEG."""
+    return faces_message(frame, detect(decode_jpeg(frame.jpeg, max_pixels)), gates, crop_quality)
+
+
 def newest_first_by_camera(frames: list[Frame], rows: list[int]) -> dict[str, list[int]]:
     """The rows of each camera, newest frame first (capture time, then seq)."""
     by_cam: dict[str, list[int]] = {}
@@ -107,13 +113,27 @@ def newest_first_by_camera(frames: list[Frame], rows: list[int]) -> dict[str, li
 
 def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic: str, max_frame_age_s: float,
                  crop_quality: int = 95, clock: Callable[[], float] = time.time, newest_only: bool = True,
-                 max_pixels: int = MAX_FRAME_PIXELS):
-    """The stage's batch function: one FrameFaces output per input frame (detected, skipped or stale), or
-    the reason a frame can never be read (an InvalidMessage in its place: the loop dead-letters it)."""
+                 max_pixels: int = MAX_FRAME_PIXELS,
+                 detect_many: Callable[[list[np.ndarray]], list[list]] | None = None,
+                 motion: MotionGate | None = None):
+    """The stage's batch function: one FrameFaces output per input frame (detected, skipped, unchanged or
+    stale), or the reason a frame can never be read (an InvalidMessage in its place: the loop dead-letters it).
+
+    `detect_many` (the service's FaceDetector.detect_many) detects the batch's chosen frames in one call,
+    frames of one size through MTCNN together; if it raises, each frame is detected alone with `detect`, so
+    that a frame that breaks the detector is refused alone. `motion` gates each camera's chosen frame
+    (`services.detector.motion`)."""
 
     def marked(frame: Frame, status: str) -> FrameFaces:
         return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, (),
                           detect_ts=clock(), status=status, session=frame.session)
+
+    def detect_all(images: list[np.ndarray]) -> list:
+        if detect_many is not None and len(images) > 1:
+            got = per_item(lambda: detect_many(images))
+            if not isinstance(got, InvalidMessage) and len(got) == len(images):
+                return got
+        return [per_item(lambda: detect(im)) for im in images]
 
     def process(frames: list[Frame]) -> list[Result]:
         now = clock()
@@ -130,17 +150,61 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
         stale = sum(1 for r in result if isinstance(r, FrameFaces))
         if stale:
             metrics.STALE_DROPPED.labels(STAGE).inc(stale)
-        groups = newest_first_by_camera(frames, live) if newest_only else {str(i): [i] for i in live}
-        for rows in groups.values():
-            done = False
-            for i in rows:  # the newest frame that can be read is detected; the older ones are skipped
-                if done:
+        # Per camera (or per frame without shedding), rows newest first. Each round takes, from every group
+        # still open, its next frame that decodes; those are gated, then detected together. A group is done
+        # with its first frame that is read (the older ones are skipped); one whose frame failed tries the next.
+        groups = list((newest_first_by_camera(frames, live) if newest_only else {str(i): [i] for i in live}).values())
+        cursor = [0] * len(groups)
+
+        def flush(chosen: list[tuple[int, int, np.ndarray, np.ndarray | None]]) -> None:
+            for (g, i, rgb, thumb), faces in zip(chosen, detect_all([c[2] for c in chosen])):
+                f = frames[i]
+                if not isinstance(faces, InvalidMessage):
+                    faces = per_item(lambda: faces_message(f, faces, gates, crop_quality))
+                result[i] = faces
+                if isinstance(faces, InvalidMessage):
+                    continue  # the group tries its next frame
+                cursor[g] = len(groups[g])
+                if thumb is not None:
+                    motion.detected(f.camera_id, f.capture_ts, thumb, len(faces.faces))
+
+        open_ = list(range(len(groups)))
+        while open_:
+            chosen: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []
+            pixels = 0
+            for g in open_:
+                rows = groups[g]
+                while cursor[g] < len(rows):
+                    i = rows[cursor[g]]
+                    cursor[g] += 1
+                    rgb = per_item(lambda: decode_jpeg(frames[i].jpeg, max_pixels))
+                    if isinstance(rgb, InvalidMessage):
+                        result[i] = rgb
+                        continue
+                    f = frames[i]
+                    thumb = None
+                    if motion is not None and motion.enabled(f.camera_id):
+                        thumb = per_item(lambda: thumbnail(rgb))
+                        thumb = None if isinstance(thumb, InvalidMessage) else thumb  # no gate: detect it
+                    if thumb is not None and not motion.needs_detection(f.camera_id, f.capture_ts, thumb):
+                        result[i] = marked(f, "unchanged")
+                        metrics.FRAMES_UNCHANGED.labels(STAGE, f.camera_id).inc()
+                        cursor[g] = len(rows)
+                    else:
+                        chosen.append((g, i, rgb, thumb))
+                        pixels += rgb.shape[0] * rgb.shape[1]
+                    break
+                if pixels >= BATCH_PIXELS:  # decoded frames held at once stay bounded (16 4K frames: 400 MB)
+                    flush(chosen)
+                    chosen, pixels = [], 0
+            flush(chosen)
+            open_ = [g for g in open_ if cursor[g] < len(groups[g])]
+        for rows in groups:
+            shed = 0
+            for i in rows:  # the older frames of a camera whose newer frame was read
+                if result[i] is None:
                     result[i] = marked(frames[i], "skipped")
-                    continue
-                got = per_item(lambda: detect_frame(frames[i], detect, gates, crop_quality, max_pixels))
-                result[i] = got
-                done = not isinstance(got, InvalidMessage)
-            shed = sum(1 for i in rows if isinstance(result[i], FrameFaces) and result[i].status == "skipped")
+                    shed += 1
             if shed:
                 metrics.FRAMES_SHED.labels(STAGE, frames[rows[0]].camera_id).inc(shed)
         return [r if isinstance(r, InvalidMessage) else [Output(faces_topic, f.camera_id.encode(), r.encode())]

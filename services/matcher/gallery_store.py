@@ -29,8 +29,23 @@ from services import redis_access
 from services.gallery.names import check_name
 
 DEFAULT_PREFIX = "facestream:gallery"
+LOAD_CHUNK = 2000  # people per pipeline when the gallery is read
 # INCR the version and PUBLISH it inside the writer's transaction (scripts may run in MULTI/EXEC)
 _BUMP = "local v = redis.call('INCR', KEYS[1]) redis.call('PUBLISH', ARGV[1], v) return v"
+
+
+class GalleryChanging(RuntimeError):
+    """Writes kept coming while the gallery was read: no consistent copy this time."""
+
+
+def sorted_names(raw) -> list[str]:
+    """Names sorted in runs of 10,000 merged in Python: one sort of a million names was one C call that
+    held the GIL for a second, and the matcher's loop shares the process with the thread that reads."""
+    import heapq
+
+    names = [n.decode() if isinstance(n, bytes) else n for n in raw]
+    runs = [sorted(names[i:i + 10_000]) for i in range(0, len(names), 10_000)]
+    return list(heapq.merge(*runs))
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,10 @@ class GalleryStore:
         raw = self.r.hget(f"{self.p}:person:{name}", "meta")
         return json.loads(raw) if raw else None
 
+    def size(self) -> int:
+        """How many people the gallery holds (one cheap command)."""
+        return int(self.r.scard(f"{self.p}:people"))
+
     def people(self) -> list[PersonInfo]:
         names = sorted(n.decode() for n in self.r.smembers(f"{self.p}:people"))
         with self.r.pipeline(transaction=False) as pipe:
@@ -154,23 +173,33 @@ class GalleryStore:
             out.append(PersonInfo(n, int(res[2 * i]), meta.get("model_version", "?"), meta.get("updated", 0.0)))
         return out
 
-    def load(self, model_version: str | None = None) -> tuple[int, dict[str, np.ndarray], list[str]]:
+    def load(self, model_version: str | None = None, chunk: int = LOAD_CHUNK
+             ) -> tuple[int, dict[str, np.ndarray], list[str]]:
         """(version, {name: (k, D) embeddings}, names skipped for another model version), consistently:
-        the version is read in the same transaction as the data."""
-        while True:
+        the people are read `chunk` at a time and the version before and after; a change in between reads
+        again. Chunks, not one transaction of two commands a person: a 1M-person MULTI held Redis (every
+        other client, the visit store too) for the whole read, and its one reply held the matcher's GIL
+        while it was parsed. A gallery that changed during each of four reads raises GalleryChanging (the
+        matcher keeps its last index and tries again after a backoff); a half-read one is never returned."""
+        for _ in range(4):
             with self.r.pipeline(transaction=True) as pipe:
                 pipe.get(f"{self.p}:version")
                 pipe.smembers(f"{self.p}:people")
-                version, names = pipe.execute()
-            names = sorted(n.decode() for n in names)
-            with self.r.pipeline(transaction=True) as pipe:
-                for n in names:
-                    pipe.hgetall(f"{self.p}:emb:{n}")
-                    pipe.hget(f"{self.p}:person:{n}", "meta")
-                pipe.get(f"{self.p}:version")
-                res = pipe.execute()
-            if res[-1] == version:  # nothing changed between the two reads
+                version, raw_names = pipe.execute()
+            names = sorted_names(raw_names)
+            res: list = []
+            for i in range(0, max(len(names), 1), chunk):
+                with self.r.pipeline(transaction=False) as pipe:
+                    for n in names[i:i + chunk]:
+                        pipe.hgetall(f"{self.p}:emb:{n}")
+                        pipe.hget(f"{self.p}:person:{n}", "meta")
+                    pipe.get(f"{self.p}:version")
+                    *got, now = pipe.execute()
+                    res += got
+            if now == version:  # nothing changed while it was read (every write bumps the version)
                 break
+        else:
+            raise GalleryChanging(f"the gallery under {self.p} changed during each of 4 reads")
         people, skipped = {}, []
         for i, n in enumerate(names):
             embs, meta = res[2 * i], json.loads(res[2 * i + 1] or "{}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 log = logging.getLogger(__name__)
+BUILD_CHUNK = 10_000  # people per step of a build
 
 
 @dataclass(frozen=True)
@@ -25,23 +26,36 @@ class GalleryIndex:
     model_version: str = ""
 
     @classmethod
-    def build(cls, people: dict[str, np.ndarray], version: int = 0, model_version: str = "") -> "GalleryIndex":
-        """From {name: (k, D) embeddings}; rows are re-normalized so that a stored vector's rounding never matters."""
-        names = tuple(sorted(n for n, e in people.items() if len(e)))
+    def build(cls, people: dict[str, np.ndarray], version: int = 0, model_version: str = "",
+              chunk: int = BUILD_CHUNK) -> "GalleryIndex":
+        """From {name: (k, D) embeddings}; rows are re-normalized so that a stored vector's rounding never matters.
+
+        Built `chunk` people at a time: the matcher builds in its sync thread while its loop goes on, and
+        any one numpy call over a million people (a concatenate, a sort) holds the GIL, and so the loop,
+        for its whole length (4-7 s at 1M, before). Each step here is short, so the loop waits at most
+        one chunk (`bench/matcher_stage.py`: the longest stall during a rebuild)."""
+        names = sorted(n for n, e in people.items() if len(e))  # timsort of sorted input: linear
         dims = {n: np.asarray(people[n]).reshape(len(people[n]), -1).shape[1] for n in names}
         if len(set(dims.values())) > 1:  # one odd entry must not stop every rebuild: keep the common size
             common = Counter(dims.values()).most_common(1)[0][0]
             odd = [n for n in names if dims[n] != common]
             log.warning("gallery: skipping %d person(s) whose embeddings are not %d-d: %s", len(odd), common,
                         ", ".join(odd[:10]))
-            names = tuple(n for n in names if dims[n] == common)
+            names = [n for n in names if dims[n] == common]
         if not names:
             return cls((), np.zeros((0, 0), np.float32), np.zeros(0, np.int64), version, model_version)
-        mats = [np.asarray(people[n], np.float32).reshape(len(people[n]), -1) for n in names]
-        matrix = np.concatenate(mats)
-        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        owner = np.repeat(np.arange(len(names)), [len(m) for m in mats])
-        return cls(names, np.ascontiguousarray(matrix), owner, version, model_version)
+        counts = [len(people[n]) for n in names]
+        total, dim = sum(counts), dims[names[0]]
+        matrix = np.empty((total, dim), np.float32)
+        owner = np.empty(total, np.int64)
+        row = 0
+        for i in range(0, len(names), chunk):
+            part = np.concatenate([np.asarray(people[n], np.float32).reshape(-1, dim) for n in names[i:i + chunk]])
+            part /= np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)
+            matrix[row:row + len(part)] = part
+            owner[row:row + len(part)] = np.repeat(np.arange(i, i + len(counts[i:i + chunk])), counts[i:i + chunk])
+            row += len(part)
+        return cls(tuple(names), matrix, owner, version, model_version)
 
     def __len__(self) -> int:
         return len(self.names)

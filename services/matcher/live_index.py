@@ -23,11 +23,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from services.matcher import index_process
 from services.matcher.index import GalleryIndex
 from services.redis_access import UNREACHABLE, unreachable
 from shared import metrics
 
 log = logging.getLogger("facestream")
+# From this many people a reload runs in a child process (services/matcher/index_process.py): a smaller
+# gallery reloads in milliseconds in the sync thread, and a child costs about a second to start.
+PROCESS_MIN_PEOPLE = 20_000
 
 
 @dataclass
@@ -54,12 +58,14 @@ class LiveIndex:
 
     `store` is a GalleryStore (load, version, subscribe); `where` names Redis in logs (URL, password masked).
     `on_load(store)` runs in the sync thread with every load, before the new index is served: what else must
-    follow the gallery (the threshold of its calibration, services/matcher/threshold.py) reads it there."""
+    follow the gallery (the threshold of its calibration, services/matcher/threshold.py) reads it there.
+    A gallery of `process_min_people` or more (0: never) is read and built in a child process."""
 
     def __init__(self, store, model_version: str, check_interval_s: float, where: str,
                  backoff: Backoff | None = None, report_every_s: float = 60.0,
-                 on_load: Callable[[object], None] | None = None):
+                 on_load: Callable[[object], None] | None = None, process_min_people: int = PROCESS_MIN_PEOPLE):
         self.store, self.model_version, self.check_interval_s = store, model_version, check_interval_s
+        self.process_min_people = process_min_people
         self.on_load = on_load
         self.where, self.backoff, self.report_every_s = where, backoff or Backoff(), report_every_s
         self.loaded = threading.Event()
@@ -120,13 +126,21 @@ class LiveIndex:
                 pass
 
     def _load(self) -> None:
-        version, people, skipped = self.store.load(self.model_version)
+        index = None
+        if self.process_min_people and self.store.size() >= self.process_min_people:
+            try:
+                index, skipped = index_process.load_index(self.store, self.model_version)  # off the loop's GIL
+                version = index.version
+            except index_process.NoSharedMemory as e:
+                log.warning("matcher: %s; building the index in this process (the loop may stall)", e)
+        if index is None:
+            version, people, skipped = self.store.load(self.model_version)
+            index = GalleryIndex.build(people, version, self.model_version)
         if skipped:
             log.warning("matcher: ignoring %d people enrolled with another model (re-enroll them): %s",
                         len(skipped), ", ".join(skipped[:10]))
         if self.on_load is not None:
             self.on_load(self.store)
-        index = GalleryIndex.build(people, version, self.model_version)
         self._index = index
         self.loaded.set()
         metrics.GALLERY_IDENTITIES.set(len(index))

@@ -64,9 +64,9 @@ class Recognizer:
 
     @classmethod
     def load(cls, model_path: str | Path | None = None, *, device: str = "cpu", min_face_size: int = 40,
-             threshold: float | None = None, refine: bool = True) -> "Recognizer":
+             threshold: float | None = None, refine: str | bool = "onet") -> "Recognizer":
         """The checkpoint (default models/facestream.pt or $FACESTREAM_MODEL) and an MTCNN detector aligned
-        to its template."""
+        to its template (`refine`: "onet", "cascade" or "off", as `FaceDetector`; True means "onet")."""
         from shared.vision.detect import FaceDetector
         from shared.vision.embed import EmbeddingModel
 
@@ -75,7 +75,7 @@ class Recognizer:
         return cls(detector, model, threshold)
 
     def detect(self, rgb: np.ndarray) -> list:
-        """Every face in the image (`shared.vision.detect.Face`), highest probability first."""
+        """Every face in the image (`shared.vision.detect.Face`), largest first."""
         return self.detector.detect(rgb)
 
     def embed(self, faces: Sequence) -> np.ndarray:

@@ -76,7 +76,10 @@ class EmbeddingModel:
         half = (dev.type == "cuda") if half is None else bool(half)
         if half and dev.type != "cuda":
             raise ValueError("half precision is for CUDA; float16 convolutions on the CPU are slow")
-        net = checkpoint.build_model(ckpt).to(dev)
+        from shared.vision.nets.faceapi_resnet import fold_scales
+
+        # the face-api ResNet's per-channel scale layers folded into its convolutions (inference only)
+        net = fold_scales(checkpoint.build_model(ckpt)).to(dev)
         # channels-last is faster for these convs on both the CPU (220 vs 174 faces/s) and tensor cores.
         net = net.to(memory_format=torch.channels_last)
         if half:

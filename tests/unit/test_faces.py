@@ -41,7 +41,19 @@ def test_pick_face_rules():
         pick_face(faces, (250, 250, 3), "first")
 
 
-def test_refinement_keeps_the_first_points_when_the_second_pass_finds_nothing(detector):
+@pytest.mark.parametrize("refine", ["onet", "cascade"])
+def test_refinement_keeps_the_first_points_when_the_second_pass_finds_nothing(refine):
     pts = DLIB_150.points[None] + 10
     blank = [np.zeros((150, 150, 3), np.uint8)]
-    assert np.array_equal(detector.refine_landmarks(blank, pts), pts)
+    det = FaceDetector(DLIB_150, refine=refine)
+    assert np.array_equal(det.refine_landmarks(blank, pts, np.array([[20.0, 20.0, 130.0, 130.0]])), pts)
+
+
+def test_onet_refinement_needs_the_boxes_and_unknown_modes_are_refused(detector):
+    with pytest.raises(ValueError, match="first-pass box"):
+        detector.refine_landmarks([np.zeros((150, 150, 3), np.uint8)], DLIB_150.points[None])
+    with pytest.raises(ValueError, match="refine must be one of"):
+        FaceDetector(DLIB_150, refine="twice")
+    assert FaceDetector(DLIB_150, refine=True).refine == "onet" and FaceDetector(DLIB_150, refine=False).refine == "off"
+
+

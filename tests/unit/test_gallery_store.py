@@ -85,6 +85,10 @@ class FakeStore:
         self._check()
         return self.gen
 
+    def size(self) -> int:
+        self._check()
+        return len(self.people)
+
     def load(self, model_version=None):
         self._check()
         if self.broken:
