@@ -81,7 +81,9 @@ def one_load(rig: PipelineRig, services: dict, sampler: Sampler, offsets: Offset
     window = sampler.between(t_start, t_end)
     half = t_start + wall / 2
     late = [s.lag["detector"] for s in window if half <= s.t <= t_cap]
-    v = cost_model.verdict(n, fps, stale / max(consumed, 1), late)
+    shed = delta("detector", "facestream_frames_shed_total")
+    unchanged = delta("detector", "facestream_frames_unchanged_total")
+    v = cost_model.verdict(n, fps, stale / max(consumed, 1), late, shed_fraction=shed / max(consumed, 1))
     e2e = promtext.buckets(after["matcher"], E2E, "camera_id", set(cams))
     # decisions only: a visit-ended event comes a visit gap after the last face, not from a decision
     events = [r.event for r in rig.collector.events if r.event.camera_id in cams and r.event.kind != "visit-ended"]
@@ -94,6 +96,8 @@ def one_load(rig: PipelineRig, services: dict, sampler: Sampler, offsets: Offset
         "cameras": n, "capture_s": wall, "drained": drained, "held": v.held, "verdict": v.reason,
         "frames": {"published": published, "offered_fps": published / wall, "consumed_by_detector": consumed,
                    "processed": consumed - stale, "dropped_stale": stale, "stale_fraction": stale / max(consumed, 1),
+                   "shed": shed, "unchanged_by_motion_gating": unchanged,
+                   "detected": consumed - stale - shed - unchanged,
                    "faces_kept": delta("detector", "facestream_faces_per_frame_sum", stage="detector"),
                    "faces_embedded": delta("embedder", "facestream_faces_embedded_total"),
                    "frames_matched": delta("matcher", "facestream_messages_in_total")},
@@ -119,7 +123,7 @@ def one_load(rig: PipelineRig, services: dict, sampler: Sampler, offsets: Offset
 
 
 def run(settings: Settings, detector, model, threshold: float) -> dict[str, Any]:
-    counts = (1, 2) if settings.quick else (1, 2, 3, 4, 6)
+    counts = (1, 2) if settings.quick else (1, 2, 3, 4, 6, 8)
     capture_s = 8.0 if settings.quick else 30.0
     fps, width = settings.fps, settings.width
     clip = DATA / "videos" / CLIP if settings.quick else looped_clip(CLIP, 3)  # 10 s, or 30 s looped

@@ -27,6 +27,10 @@ class DetectorConfig(StageConfig):
                                     ge=0, le=3_600_000)
     newest_only: bool = setting(True, "shed load by camera: of several frames of one camera in a batch (the pool "
                                       "is behind it), detect the newest and mark the older ones skipped")
+    shed_grace_ms: int = setting(500, "with newest_only: a camera's older frames in a batch younger than this "
+                                      "are detected too (the pool was late, not behind); past it they are "
+                                      "shed, so that under overload the detector's lag stays near it "
+                                      "(0: always the newest only)", ge=0, le=60_000)
     max_frame_pixels: int = setting(3840 * 2160, "largest frame, width x height, read from the JPEG header before "
                                                  "decoding: a bigger one is dead-lettered unread (default 4K)",
                                     ge=64 * 64, le=100_000_000)
@@ -54,7 +58,7 @@ class DetectorConfig(StageConfig):
                            "partition, and intra-op threads of several workers on one machine fight each other "
                            "(measured: 2 threads under load 1.7 s per 960x540 frame, 1 thread 0.38 s)", ge=0, le=256)
     max_batch_size: int = setting(16, "frames per batch: a pool behind a camera detects only the newest of its "
-                                      "frames in a batch, so a larger batch sheds more when behind; the "
+                                      "frames in a batch (and those within the shed grace); on a GPU the "
                                       "cameras' chosen frames of one size go through MTCNN together", ge=1,
                                   le=256)
 
@@ -124,7 +128,7 @@ def build(cfg: DetectorConfig) -> Stage:
     motion = MotionGate(default_motion(cfg), motion_cameras(cfg))
     process = make_process(detector.detect, gates, cfg.faces_topic, cfg.max_frame_age_ms / 1000,
                            cfg.crop_jpeg_quality, newest_only=cfg.newest_only, max_pixels=cfg.max_frame_pixels,
-                           detect_many=detector.detect_many, motion=motion)
+                           detect_many=detector.detect_many, motion=motion, shed_grace_s=cfg.shed_grace_ms / 1000)
     return Stage("detector", cfg.frames_topic, Frame.decode, process)
 
 

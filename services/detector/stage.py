@@ -5,7 +5,11 @@ frames of one camera means the pool is behind that camera: only its newest frame
 older ones are published as `status="skipped"` without faces (every frame stays accounted for; counted
 per camera, once per batch). So a pool at capacity always detects the freshest frame it has, and a
 camera's tracks keep gathering faces, where a rule by age alone let a pool that fell behind detect one
-frame, fall behind again, and skip all the rest. A frame older than `max_frame_age_ms` is still never
+frame, fall behind again, and skip all the rest. An older frame younger than `shed_grace_s` is detected
+too: two frames of a camera in one batch are as often a pool briefly late (one slow batch, a busy
+neighbour process) as one that is behind, and shedding those lost 6.5% of the frames of 3 cameras on a
+detector 61% busy (`make bench`, pipeline). Past the grace the pool is behind, and sheds: its lag stays
+near the grace. A frame older than `max_frame_age_ms` is still never
 read (`status="stale"`): a backlog after an outage is worth nothing to a live view.
 
 Every frame is measured by its JPEG header before it is decoded (a frame over `max_frame_pixels` is
@@ -115,14 +119,15 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
                  crop_quality: int = 95, clock: Callable[[], float] = time.time, newest_only: bool = True,
                  max_pixels: int = MAX_FRAME_PIXELS,
                  detect_many: Callable[[list[np.ndarray]], list[list]] | None = None,
-                 motion: MotionGate | None = None):
+                 motion: MotionGate | None = None, shed_grace_s: float = 0.0):
     """The stage's batch function: one FrameFaces output per input frame (detected, skipped, unchanged or
     stale), or the reason a frame can never be read (an InvalidMessage in its place: the loop dead-letters it).
 
     `detect_many` (the service's FaceDetector.detect_many) detects the batch's chosen frames in one call,
     frames of one size through MTCNN together; if it raises, each frame is detected alone with `detect`, so
     that a frame that breaks the detector is refused alone. `motion` gates each camera's chosen frame
-    (`services.detector.motion`)."""
+    (`services.detector.motion`); a camera's older frames younger than `shed_grace_s` are detected too,
+    without the motion gate (it follows each camera forward in time, from its newest frame)."""
 
     def marked(frame: Frame, status: str) -> FrameFaces:
         return FrameFaces(frame.camera_id, frame.seq, frame.capture_ts, frame.width, frame.height, (),
@@ -152,9 +157,11 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
             metrics.STALE_DROPPED.labels(STAGE).inc(stale)
         # Per camera (or per frame without shedding), rows newest first. Each round takes, from every group
         # still open, its next frame that decodes; those are gated, then detected together. A group is done
-        # with its first frame that is read (the older ones are skipped); one whose frame failed tries the next.
+        # with its first frame that is read and its older frames past the grace (those are skipped); one whose
+        # frame failed tries the next.
         groups = list((newest_first_by_camera(frames, live) if newest_only else {str(i): [i] for i in live}).values())
         cursor = [0] * len(groups)
+        read = [False] * len(groups)
 
         def flush(chosen: list[tuple[int, int, np.ndarray, np.ndarray | None]]) -> None:
             for (g, i, rgb, thumb), faces in zip(chosen, detect_all([c[2] for c in chosen])):
@@ -164,7 +171,9 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
                 result[i] = faces
                 if isinstance(faces, InvalidMessage):
                     continue  # the group tries its next frame
-                cursor[g] = len(groups[g])
+                read[g] = True
+                if shed_grace_s <= 0:
+                    cursor[g] = len(groups[g])
                 if thumb is not None:
                     motion.detected(f.camera_id, f.capture_ts, thumb, len(faces.faces))
 
@@ -176,6 +185,9 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
                 rows = groups[g]
                 while cursor[g] < len(rows):
                     i = rows[cursor[g]]
+                    if read[g] and now - frames[i].capture_ts > shed_grace_s:
+                        cursor[g] = len(rows)  # this and every older frame of the camera: shed
+                        break
                     cursor[g] += 1
                     rgb = per_item(lambda: decode_jpeg(frames[i].jpeg, max_pixels))
                     if isinstance(rgb, InvalidMessage):
@@ -183,7 +195,7 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
                         continue
                     f = frames[i]
                     thumb = None
-                    if motion is not None and motion.enabled(f.camera_id):
+                    if motion is not None and not read[g] and motion.enabled(f.camera_id):
                         thumb = per_item(lambda: thumbnail(rgb))
                         thumb = None if isinstance(thumb, InvalidMessage) else thumb  # no gate: detect it
                     if thumb is not None and not motion.needs_detection(f.camera_id, f.capture_ts, thumb):

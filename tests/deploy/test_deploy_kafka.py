@@ -93,7 +93,7 @@ def test_scaledobjects_watch_their_stage_within_its_partitions(overlay):
     for name, so in scaled.items():
         deployment = named(docs, "Deployment", name)
         stage = stage_of(deployment)
-        (trigger,) = so["spec"]["triggers"]
+        (trigger,) = [t for t in so["spec"]["triggers"] if t["type"] == "kafka"]
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
         assert meta["topic"] == STAGE_INPUT[stage]
@@ -102,6 +102,16 @@ def test_scaledobjects_watch_their_stage_within_its_partitions(overlay):
         assert so["spec"]["maxReplicaCount"] <= deployed[meta["topic"]]["spec"]["partitions"]
         # A replica count in the Deployment would fight the autoscaler on every apply.
         assert "replicas" not in deployment["spec"], name
+
+
+@pytest.mark.parametrize("overlay", KEDA_OVERLAYS)
+def test_the_detector_scales_on_its_cpu_too_because_shedding_keeps_its_lag_short(overlay):
+    docs = render(overlay)
+    so = named(docs, "ScaledObject", "facestream-detector")
+    (cpu,) = [t for t in so["spec"]["triggers"] if t["type"] == "cpu"]
+    assert cpu["metricType"] == "Utilization" and 50 <= int(cpu["metadata"]["value"]) <= 95
+    for c in named(docs, "Deployment", "facestream-detector")["spec"]["template"]["spec"]["containers"]:
+        assert "cpu" in c.get("resources", {}).get("requests", {}), f"KEDA's cpu scaler needs {c['name']}'s request"
 
 
 def test_without_keda_hpas_take_over_within_the_partitions():

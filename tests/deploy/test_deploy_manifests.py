@@ -85,6 +85,9 @@ SCHEMA_MUST_REJECT = {
         "consumerGroup")),
     "numeric trigger metadata": ("ScaledObject", lambda d: d["spec"]["triggers"][0]["metadata"].update(
         lagThreshold=50)),
+    "cpu trigger without metricType": ("ScaledObject", lambda d: d["spec"]["triggers"][1].pop("metricType")),
+    "cpu trigger with a percent sign": ("ScaledObject", lambda d: d["spec"]["triggers"][1]["metadata"].update(
+        value="80%")),
     "PodMonitor without selector": ("PodMonitor", lambda d: d["spec"].pop("selector")),
     "scrape interval not a duration": ("PodMonitor", lambda d: d["spec"]["podMetricsEndpoints"][0].update(
         interval="15 seconds")),

@@ -189,7 +189,7 @@ def test_keda_reads_the_lag_over_tls_as_a_describe_only_user(overlay):
     docs = render(overlay)
     cluster = _kafka(docs)["metadata"]["name"]
     for so in kind(docs, "ScaledObject"):
-        (trigger,) = so["spec"]["triggers"]
+        (trigger,) = [t for t in so["spec"]["triggers"] if t["type"] == "kafka"]
         meta = trigger["metadata"]
         assert (meta["sasl"], meta["tls"]) == ("scram_sha512", "enable"), so["metadata"]["name"]
         auth = named(docs, trigger["authenticationRef"].get("kind", "TriggerAuthentication"),

@@ -98,3 +98,34 @@ def test_frames_are_detected_in_chunks_of_bounded_decoded_pixels():
     finally:
         stage.BATCH_PIXELS = old
     assert calls == [2, 2], "two chunks of two, the last frame alone through `detect`"
+
+
+def test_a_cameras_older_frames_within_the_shed_grace_are_detected_and_older_ones_shed():
+    """Two frames of a camera in one batch are as often a pool briefly late as one behind: within the grace
+    both are detected (in a second call, the newest frames first); past it the older ones are skipped."""
+    calls = []
+
+    def many(images):
+        calls.append(len(images))
+        return [FACES[:1] for _ in images]
+
+    process = make_process(lambda rgb: FACES[:1], GATES, "faces", 0, detect_many=many, clock=lambda: 10.0,
+                           shed_grace_s=0.5)
+    frames = [Frame("a", 0, 9.0, 128, 72, jpeg(0)), Frame("a", 1, 9.6, 128, 72, jpeg(1)),
+              Frame("b", 0, 9.7, 128, 72, jpeg(2)), Frame("a", 2, 9.8, 128, 72, jpeg(3)),
+              Frame("b", 1, 9.9, 128, 72, jpeg(4))]
+    assert statuses(process(frames)) == ["skipped", "ok", "ok", "ok", "ok"], "a0 is 1 s old: past the grace"
+    assert calls == [2, 2], "round one the newest of a and b, round two their next within the grace"
+
+
+def test_the_motion_gate_sees_only_a_cameras_newest_frame_and_an_unchanged_one_sheds_the_rest():
+    def many(images):
+        return [[] for _ in images]
+
+    gate = MotionGate(MotionSettings(min_changed=0.003, force_every_s=100))
+    process = make_process(lambda rgb: [], GATES, "faces", 0, detect_many=many, clock=lambda: 10.0,
+                           motion=gate, shed_grace_s=0.5)
+    still = jpeg(7)
+    assert statuses(process([Frame("a", 0, 9.5, 128, 72, still)])) == ["ok"]
+    got = statuses(process([Frame("a", 1, 9.7, 128, 72, still), Frame("a", 2, 9.9, 128, 72, still)]))
+    assert got == ["skipped", "unchanged"], "the newest is unchanged: its older frame is not detected either"
