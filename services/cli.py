@@ -27,6 +27,8 @@ COMMANDS = {
     "calibrate": ("services.gallery.calibrate", "set the matcher's threshold at a target FAR from the gallery"),
     "recognize": ("services.recognize", "name every face in one image"),
     "events": ("services.events", "print identity events as they arrive"),
+    "api": ("services.api.main", "serve the HTTP API: people, enroll by upload, recognize (OpenAPI at /docs)"),
+    "api-key": ("services.api.keys_cli", "create, list and revoke the API's keys (shown once, stored hashed)"),
 }
 
 

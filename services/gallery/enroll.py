@@ -66,7 +66,6 @@ def downscale(rgb: np.ndarray, max_side: int) -> np.ndarray:
 def embed_photos(files: list[Path], detector, model, pick: Pick = "only", min_face_size: float = 40.0,
                  min_prob: float = 0.95, max_side: int = 1600) -> list[Accepted | Refused]:
     """One result per file, in order. `detector.detect(rgb)` and `model.embed(crops)` as in the pipeline."""
-    from shared.vision.detect import pick_face
     from shared.vision.images import load_rgb
 
     results: list[Accepted | Refused] = []
@@ -77,18 +76,24 @@ def embed_photos(files: list[Path], detector, model, pick: Pick = "only", min_fa
         except Exception as e:  # PIL raises many kinds for a file that is not an image
             results.append(Refused(path, f"not a readable image ({type(e).__name__}: {e})"))
             continue
-        faces = [f for f in detector.detect(rgb) if f.prob >= min_prob and f.face_size >= min_face_size]
-        if not faces:
-            results.append(Refused(path, f"no face found (none of at least {min_face_size:.0f} px with "
-                                         f"probability >= {min_prob})"))
-            continue
-        if len(faces) > 1 and pick == "only":
-            results.append(Refused(path, f"{len(faces)} faces found and no rule to choose one: crop the photo "
-                                         "to one person, or pass --pick largest"))
-            continue
-        face = pick_face(faces, rgb.shape, "largest")
-        emb = model.embed_faces([face])[0]
-        # the same photo and face enrolled twice keeps one embedding
-        eid = hashlib.sha1(data + np.round(np.asarray(face.box), 0).tobytes()).hexdigest()[:16]
-        results.append(Accepted(path, eid, emb, face.box, face.prob))
+        results.append(embed_image(path, data, rgb, detector, model, pick, min_face_size, min_prob))
     return results
+
+
+def embed_image(path: Path, data: bytes, rgb: np.ndarray, detector, model, pick: Pick = "only",
+                min_face_size: float = 40.0, min_prob: float = 0.95) -> Accepted | Refused:
+    """One decoded photo (`data`: its file's bytes, which name the embedding) to its embedding or refusal;
+    the CLI's files and the API's uploads alike."""
+    from shared.vision.detect import pick_face
+
+    faces = [f for f in detector.detect(rgb) if f.prob >= min_prob and f.face_size >= min_face_size]
+    if not faces:
+        return Refused(path, f"no face found (none of at least {min_face_size:.0f} px with probability >= {min_prob})")
+    if len(faces) > 1 and pick == "only":
+        return Refused(path, f"{len(faces)} faces found and no rule to choose one: crop the photo to one person, "
+                             "or pass --pick largest")
+    face = pick_face(faces, rgb.shape, "largest")
+    emb = model.embed_faces([face])[0]
+    # the same photo and face enrolled twice keeps one embedding
+    eid = hashlib.sha1(data + np.round(np.asarray(face.box), 0).tobytes()).hexdigest()[:16]
+    return Accepted(path, eid, emb, face.box, face.prob)
