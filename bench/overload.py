@@ -5,7 +5,8 @@ One run, two measurements on the same frames (640x360 frames of the Hamilton cli
                 must each be detected (newest_only off): frames detected per second, C;
   overload      cameras publishing in real time at 3 x C in all (capture time = now), through the real shared
                 loop on the broker with the service's settings (keep the newest frame per camera and the
-                older ones within the shed grace, 5 s stale rule, max_batch_size 16), for a fixed time: frames detected per second, D.
+                older ones within the shed grace, 5 s stale rule, max_batch_size 16), for a fixed time:
+                frames detected per second, D.
 useful_ratio = D / C: 1.0 means the overloaded pool detects as many frames per second as it can at all,
 and sheds the rest cheaply (status "skipped" or "stale", counted). Goal >= 0.9.
 """
@@ -31,14 +32,14 @@ SIZE = "640x360"
 BATCH = 16  # the detector service's default max_batch_size
 CAMERAS = 2
 OVERLOAD = 3.0
+SHED_GRACE_S = DetectorConfig().shed_grace_ms / 1000  # the service's default
 
 
 def _stage(detector, frames_topic: str, faces_topic: str, newest_only: bool, max_frame_age_s: float = 5.0):
     from services.detector.stage import Gates, make_process
 
-    grace = DetectorConfig().shed_grace_ms / 1000  # the service's default
     process = make_process(detector.detect, Gates(40, 0.95, 15.0, 32), faces_topic, max_frame_age_s=max_frame_age_s,
-                           newest_only=newest_only, shed_grace_s=grace)
+                           newest_only=newest_only, shed_grace_s=SHED_GRACE_S)
     return process, Stage("detector", frames_topic, Frame.decode, process)
 
 
@@ -131,7 +132,7 @@ def run(settings: Settings, detector) -> dict[str, Any]:
     return {
         "config": {"frame_size": SIZE, "cameras": CAMERAS, "overload": OVERLOAD, "seconds": seconds,
                    "max_batch_size": BATCH, "torch_threads": 1, "stale_after_s": 5.0,
-                   "shed_grace_s": DetectorConfig().shed_grace_ms / 1000},
+                   "shed_grace_s": SHED_GRACE_S},
         "method": "capacity: the stage through the shared loop detecting every frame of a backlog; overload: cameras at "
                   f"{OVERLOAD:g} x capacity in real time (a feeder process) through the same loop, same frames; "
                   "useful_ratio = frames detected per second under overload / capacity",

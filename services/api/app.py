@@ -157,7 +157,7 @@ def create_app(keys: KeyStore, gallery, models: Models, limits: Limits = Limits(
 
         def work() -> JSONResponse:
             rec = models.recognizer()
-            results = [Refused(Path(n), str(rgb).split(": ", 1)[1]) if isinstance(rgb, UploadRefused)
+            results = [Refused(Path(n), rgb.reason) if isinstance(rgb, UploadRefused)
                        else embed_image(Path(n), data, rgb, rec.detector, rec.model)
                        for n, data, rgb in images]
             accepted = [r for r in results if isinstance(r, Accepted)]

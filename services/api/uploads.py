@@ -8,7 +8,11 @@ import numpy as np
 
 
 class UploadRefused(ValueError):
-    """`<file>: <why>` on one line."""
+    """`<file>: <why>` on one line; `file` and `reason` apart, for a reply that lists refusals per file."""
+
+    def __init__(self, file: str, reason: str):
+        super().__init__(f"{file}: {reason}")
+        self.file, self.reason = file, reason
 
 
 def decode_upload(filename: str, data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
@@ -16,22 +20,22 @@ def decode_upload(filename: str, data: bytes, max_bytes: int, max_pixels: int) -
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
-        raise UploadRefused(f"{filename}: empty file")
+        raise UploadRefused(filename, "empty file")
     if len(data) > max_bytes:
-        raise UploadRefused(f"{filename}: {len(data):,} bytes, over the limit of {max_bytes:,} bytes")
+        raise UploadRefused(filename, f"{len(data):,} bytes, over the limit of {max_bytes:,} bytes")
     try:
         with Image.open(io.BytesIO(data)) as im:  # reads the header only
             w, h = im.size
             if w * h > max_pixels:
-                raise UploadRefused(f"{filename}: {w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,}")
+                raise UploadRefused(filename, f"{w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,}")
             im = ImageOps.exif_transpose(im)
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except UploadRefused:
         raise
     except UnidentifiedImageError:
-        raise UploadRefused(f"{filename}: not an image (no format PIL reads)") from None
+        raise UploadRefused(filename, "not an image (no format PIL reads)") from None
     except Exception as e:  # a truncated or corrupt file: PIL raises many kinds
-        raise UploadRefused(f"{filename}: not a readable image ({type(e).__name__}: {e})") from None
+        raise UploadRefused(filename, f"not a readable image ({type(e).__name__}: {e})") from None
 
 
 def shown_filename(name: str | None) -> str:

@@ -9,8 +9,8 @@ frame, fall behind again, and skip all the rest. An older frame younger than `sh
 too: two frames of a camera in one batch are as often a pool briefly late (one slow batch, a busy
 neighbour process) as one that is behind, and shedding those lost 6.5% of the frames of 3 cameras on a
 detector 61% busy (`make bench`, pipeline). Past the grace the pool is behind, and sheds: its lag stays
-near the grace. A frame older than `max_frame_age_ms` is still never
-read (`status="stale"`): a backlog after an outage is worth nothing to a live view.
+near the grace. A frame older than `max_frame_age_ms` is still never read (`status="stale"`): a backlog
+after an outage is worth nothing to a live view.
 
 Every frame is measured by its JPEG header before it is decoded (a frame over `max_frame_pixels` is
 refused unread), and any exception while one frame is detected is that frame's fault: it gets an
@@ -172,8 +172,6 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
                 if isinstance(faces, InvalidMessage):
                     continue  # the group tries its next frame
                 read[g] = True
-                if shed_grace_s <= 0:
-                    cursor[g] = len(groups[g])
                 if thumb is not None:
                     motion.detected(f.camera_id, f.capture_ts, thumb, len(faces.faces))
 
@@ -185,7 +183,7 @@ def make_process(detect: Callable[[np.ndarray], list], gates: Gates, faces_topic
                 rows = groups[g]
                 while cursor[g] < len(rows):
                     i = rows[cursor[g]]
-                    if read[g] and now - frames[i].capture_ts > shed_grace_s:
+                    if read[g] and (shed_grace_s <= 0 or now - frames[i].capture_ts > shed_grace_s):
                         cursor[g] = len(rows)  # this and every older frame of the camera: shed
                         break
                     cursor[g] += 1

@@ -72,20 +72,21 @@ def embed_photos(files: list[Path], detector, model, pick: Pick = "only", min_fa
     for path in files:
         try:
             data = path.read_bytes()
-            rgb = downscale(load_rgb(path), max_side)
+            rgb = load_rgb(path)
         except Exception as e:  # PIL raises many kinds for a file that is not an image
             results.append(Refused(path, f"not a readable image ({type(e).__name__}: {e})"))
             continue
-        results.append(embed_image(path, data, rgb, detector, model, pick, min_face_size, min_prob))
+        results.append(embed_image(path, data, rgb, detector, model, pick, min_face_size, min_prob, max_side))
     return results
 
 
 def embed_image(path: Path, data: bytes, rgb: np.ndarray, detector, model, pick: Pick = "only",
-                min_face_size: float = 40.0, min_prob: float = 0.95) -> Accepted | Refused:
+                min_face_size: float = 40.0, min_prob: float = 0.95, max_side: int = 1600) -> Accepted | Refused:
     """One decoded photo (`data`: its file's bytes, which name the embedding) to its embedding or refusal;
     the CLI's files and the API's uploads alike."""
     from shared.vision.detect import pick_face
 
+    rgb = downscale(rgb, max_side)
     faces = [f for f in detector.detect(rgb) if f.prob >= min_prob and f.face_size >= min_face_size]
     if not faces:
         return Refused(path, f"no face found (none of at least {min_face_size:.0f} px with probability >= {min_prob})")
